@@ -36,11 +36,12 @@ pub enum Permission {
     AuditRead,
     TokenRead,
     TokenWrite,
+    SettingsRead,
     SettingsWrite,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 10] = [
+    pub const ALL: [Permission; 11] = [
         Permission::FleetRead,
         Permission::FleetWrite,
         Permission::ReleaseRead,
@@ -50,6 +51,7 @@ impl Permission {
         Permission::AuditRead,
         Permission::TokenRead,
         Permission::TokenWrite,
+        Permission::SettingsRead,
         Permission::SettingsWrite,
     ];
 
@@ -62,6 +64,7 @@ impl Permission {
                 | Permission::RolloutRead
                 | Permission::AuditRead
                 | Permission::TokenRead
+                | Permission::SettingsRead
         )
     }
 }
@@ -141,6 +144,7 @@ mod tests {
                     P::RolloutRead,
                     P::AuditRead,
                     P::TokenRead,
+                    P::SettingsRead,
                 ],
             ),
             (

@@ -1,0 +1,65 @@
+//! The operator API (`/api/v1`) and its OpenAPI 3.1 document.
+//!
+//! Routes are registered through `utoipa_axum::routes!`, so the document at
+//! `/api/v1/openapi.json` is generated from the same handlers that serve
+//! requests and cannot drift from them.
+
+pub mod audit;
+pub mod devices;
+pub mod meta;
+pub mod settings;
+pub mod tokens;
+
+use axum::Json;
+use axum::extract::State;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "fleetward operator API", description = "Devices, tokens, audit log and settings of a fleetward installation."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    components(schemas(fleetward_wire::ErrorBody))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("fwt token")
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub fn operator_api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(meta::whoami))
+        .routes(routes!(tokens::create_token, tokens::list_tokens))
+        .routes(routes!(tokens::revoke_token))
+        .routes(routes!(devices::register_device, devices::list_devices))
+        .routes(routes!(devices::register_devices))
+        .routes(routes!(devices::count_devices))
+        .routes(routes!(devices::get_device, devices::update_device))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(settings::get_settings, settings::put_settings))
+}
+
+/// The OpenAPI document of the operator API. Public: it holds no data.
+pub async fn openapi_json(State(_): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
+    let (_, doc) = operator_api().split_for_parts();
+    Json(doc)
+}

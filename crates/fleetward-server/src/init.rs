@@ -1,0 +1,66 @@
+//! `fleetward init`: a new installation and its first admin token.
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use fleetward_core::Role;
+use fleetward_store::{AuditEntry, TokenRecord};
+use time::OffsetDateTime;
+
+use crate::auth::mint_token;
+
+/// What `init` made. The token is shown once and stored only as a hash.
+#[derive(Debug)]
+pub struct Initialized {
+    pub admin_token: String,
+    pub token_id: String,
+}
+
+/// Creates the data dir and database and mints the first admin token.
+/// Refuses to run twice: a second admin token would be a silent back door.
+pub async fn initialize(
+    data_dir: &Path,
+    database_url: &str,
+    now: OffsetDateTime,
+) -> anyhow::Result<Initialized> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let store = fleetward_store::open(database_url)
+        .await
+        .with_context(|| format!("opening the store at {}", crate::redact_url(database_url)))?;
+    let result = async {
+        if !store.list_tokens().await?.is_empty() {
+            bail!(
+                "{} is initialised already; ask an admin for a token (`fleetward token create`)",
+                data_dir.display()
+            );
+        }
+        let minted = mint_token();
+        let record = TokenRecord {
+            id: minted.id.clone(),
+            name: "initial admin".to_owned(),
+            role: Role::Admin,
+            secret_hash: minted.secret_hash,
+            created_at: now,
+            expires_at: None,
+            revoked_at: None,
+            created_by: "init".to_owned(),
+        };
+        let audit = AuditEntry {
+            at: now,
+            actor: "init".to_owned(),
+            action: "token.create".to_owned(),
+            target: format!("token:{}", minted.id),
+            source: "local".to_owned(),
+            detail: serde_json::json!({ "role": "admin", "name": record.name }),
+        };
+        store.insert_token(&record, &audit).await?;
+        Ok(Initialized {
+            admin_token: minted.token,
+            token_id: minted.id,
+        })
+    }
+    .await;
+    store.close().await;
+    result
+}

@@ -1,0 +1,243 @@
+//! The fleetward server: two listeners over one store.
+//!
+//! The operator listener serves the JSON API under `/api/v1` (and, later, the
+//! console); the device listener serves devices under `/device/v1`. They have
+//! separate routers so that nothing meant for operators is reachable from the
+//! device network. Handlers are thin: they authenticate, validate into core
+//! types, call the store, and map errors through [`error::ApiError`].
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod init;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use fleetward_store::Store;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Everything a running server needs to know, already resolved from file,
+/// environment and flags by the caller.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub listen: SocketAddr,
+    pub device_listen: SocketAddr,
+    /// Largest JSON body the operator API accepts.
+    pub max_body_bytes: usize,
+}
+
+impl ServerConfig {
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+    /// The SQLite database inside a data dir.
+    pub fn default_database_url(data_dir: &std::path::Path) -> String {
+        format!("sqlite://{}", data_dir.join("fleetward.db").display())
+    }
+}
+
+/// Shared state of both routers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub config: Arc<ServerConfig>,
+}
+
+impl AppState {
+    /// The server's clock. Domain code never reads it; handlers pass it in.
+    pub fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// Where a running server listens; also written to `<data-dir>/server.json`.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct BoundAddrs {
+    pub operator: SocketAddr,
+    pub device: SocketAddr,
+}
+
+/// A server that has bound its sockets and is serving.
+#[derive(Debug)]
+pub struct RunningServer {
+    pub addrs: BoundAddrs,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Asks both listeners to stop accepting, lets in-flight requests finish,
+    /// closes the store, and waits for all of it.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.context("server task")?
+    }
+
+    /// Waits until the server stops by itself (it only does on error) or
+    /// `signal` resolves, then shuts down gracefully.
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        tokio::select! {
+            () = signal => {}
+            _ = self.shutdown.closed() => {}
+        }
+        self.shutdown().await
+    }
+}
+
+pub fn operator_router(state: AppState) -> Router {
+    let (api, _) = api::operator_api().split_for_parts();
+    Router::new()
+        .merge(api)
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(api::openapi_json),
+        )
+        .route("/healthz", axum::routing::get(api::meta::healthz))
+        .route("/readyz", axum::routing::get(api::meta::readyz))
+        .route("/metrics", axum::routing::get(metrics::render))
+        .fallback(api::meta::not_found)
+        .method_not_allowed_fallback(api::meta::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track_operator,
+        ))
+        .with_state(state)
+}
+
+pub fn device_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", axum::routing::get(api::meta::healthz))
+        .fallback(api::meta::not_found)
+        .method_not_allowed_fallback(api::meta::method_not_allowed)
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track_device,
+        ))
+        .with_state(state)
+}
+
+/// Opens the store, binds both listeners, writes `server.json`, and serves
+/// until [`RunningServer::shutdown`].
+pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let store = fleetward_store::open(&config.database_url)
+        .await
+        .with_context(|| format!("opening the store at {}", redact_url(&config.database_url)))?;
+    start_with_store(config, store).await
+}
+
+pub async fn start_with_store(
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<RunningServer> {
+    let operator_listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the operator listener {}", config.listen))?;
+    let device_listener = TcpListener::bind(config.device_listen)
+        .await
+        .with_context(|| format!("binding the device listener {}", config.device_listen))?;
+    let addrs = BoundAddrs {
+        operator: operator_listener.local_addr()?,
+        device: device_listener.local_addr()?,
+    };
+    write_server_json(&config.data_dir, &addrs)?;
+    tracing::info!(operator = %addrs.operator, device = %addrs.device, "listening");
+
+    let state = AppState {
+        store: store.clone(),
+        metrics: metrics::Metrics::new(),
+        config: Arc::new(config),
+    };
+    let (shutdown, watcher) = watch::channel(false);
+    let operator = axum::serve(
+        operator_listener,
+        operator_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(watcher.clone()));
+    let device = axum::serve(
+        device_listener,
+        device_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(watcher));
+    let data_dir = state.config.data_dir.clone();
+    let task = tokio::spawn(async move {
+        let (operator, device) = tokio::join!(operator.into_future(), device.into_future());
+        store.close().await;
+        let _ = std::fs::remove_file(data_dir.join(SERVER_JSON));
+        operator.context("operator listener")?;
+        device.context("device listener")?;
+        tracing::info!("stopped");
+        Ok(())
+    });
+    Ok(RunningServer {
+        addrs,
+        shutdown,
+        task,
+    })
+}
+
+async fn stopped(mut watcher: watch::Receiver<bool>) {
+    let _ = watcher.wait_for(|stop| *stop).await;
+}
+
+pub const SERVER_JSON: &str = "server.json";
+
+/// Written atomically (temp file, then rename) so a reader never sees half.
+fn write_server_json(data_dir: &std::path::Path, addrs: &BoundAddrs) -> anyhow::Result<()> {
+    let path = data_dir.join(SERVER_JSON);
+    let temp = data_dir.join(".server.json.tmp");
+    std::fs::write(&temp, serde_json::to_vec_pretty(addrs)?)
+        .with_context(|| format!("writing {}", temp.display()))?;
+    std::fs::rename(&temp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Reads the addresses a local server wrote into its data dir.
+pub fn read_server_json(data_dir: &std::path::Path) -> anyhow::Result<BoundAddrs> {
+    let path = data_dir.join(SERVER_JSON);
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Database URLs may carry passwords; logs and errors get them without.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_lose_their_credentials() {
+        for (url, expected) in [
+            (
+                "postgres://user:secret@db:5432/fw",
+                "postgres://***@db:5432/fw",
+            ),
+            ("sqlite:///tmp/x.db", "sqlite:///tmp/x.db"),
+            ("postgres://db/fw", "postgres://db/fw"),
+        ] {
+            assert_eq!(super::redact_url(url), expected);
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! fleetward's storage port.
+//!
+//! Everything the server keeps goes through the [`Store`] trait. SQLite is the
+//! embedded default (zero set-up); PostgreSQL is the scale-out backend. A
+//! `--database-url` picks one at start-up ([`open`]), and one conformance
+//! suite (`tests/conformance.rs`) runs against both, so domain code never
+//! knows which it talks to.
+//!
+//! Every mutating method takes the [`AuditEntry`] that describes it and
+//! writes both in one transaction.
+
+mod model;
+mod query_sql;
+mod sqlite;
+
+use async_trait::async_trait;
+use fleetward_core::{DeviceId, query::Expr};
+use time::OffsetDateTime;
+
+pub use model::*;
+pub use sqlite::SqliteStore;
+/// Re-exported so adapters above the store can classify failures.
+pub use sqlx::Error as SqlxError;
+
+/// The largest page any listing returns.
+pub const MAX_PAGE: u32 = 1000;
+
+/// The largest number of devices registered in one call.
+pub const MAX_BATCH: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("unsupported database URL {0:?}; use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Connection-pool figures for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Cheap round trip for readiness checks.
+    async fn ping(&self) -> Result<()>;
+    fn pool_stats(&self) -> PoolStats;
+    /// Waits for in-flight statements and closes the pool.
+    async fn close(&self);
+
+    // Tokens.
+    async fn insert_token(&self, token: &TokenRecord, audit: &AuditEntry) -> Result<()>;
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>>;
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// Revokes a live token; revoking twice is a conflict.
+    async fn revoke_token(
+        &self,
+        id: &str,
+        at: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> Result<TokenRecord>;
+
+    // Devices.
+    /// Registers all devices or none; an id that exists already is a conflict.
+    async fn register_devices(
+        &self,
+        devices: &[NewDevice],
+        at: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> Result<()>;
+    async fn device(&self, id: &DeviceId) -> Result<Option<Device>>;
+    async fn update_device(
+        &self,
+        id: &DeviceId,
+        change: &DeviceChange,
+        audit: &AuditEntry,
+    ) -> Result<Device>;
+    /// Devices matching `query` (all when `None`) with ids after `after`, in id order.
+    async fn list_devices(
+        &self,
+        query: Option<&Expr>,
+        after: Option<&DeviceId>,
+        limit: u32,
+    ) -> Result<Vec<Device>>;
+    async fn count_devices(&self, query: Option<&Expr>) -> Result<u64>;
+    /// How many devices have been seen at or after `since`.
+    async fn count_devices_seen_since(&self, since: OffsetDateTime) -> Result<u64>;
+
+    // Audit log.
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<()>;
+    async fn list_audit(&self, after: Option<i64>, limit: u32) -> Result<Vec<AuditRecord>>;
+
+    // Settings.
+    async fn settings(&self) -> Result<Settings>;
+    async fn put_settings(&self, settings: &Settings, audit: &AuditEntry) -> Result<()>;
+}
+
+/// Opens the store a database URL names, creating and migrating it as needed.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_owned()))
+    }
+}

@@ -1,0 +1,86 @@
+//! The records the store reads and writes, in domain types.
+//!
+//! Rows become these types only inside an adapter; nothing above the store
+//! sees SQL types.
+
+use std::collections::BTreeMap;
+
+use fleetward_core::{DeviceId, DeviceStatus, Role, Tag, TagKey, TagValue};
+use time::OffsetDateTime;
+
+/// An operator token, without its secret (only the secret's hash is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// SHA-256 of the secret part of the token.
+    pub secret_hash: [u8; 32],
+    pub created_at: OffsetDateTime,
+    pub expires_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<OffsetDateTime>,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub id: DeviceId,
+    pub hardware: String,
+    pub version: Option<String>,
+    pub status: DeviceStatus,
+    pub tags: BTreeMap<TagKey, TagValue>,
+    pub created_at: OffsetDateTime,
+    pub first_seen: Option<OffsetDateTime>,
+    pub last_seen: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDevice {
+    pub id: DeviceId,
+    pub hardware: String,
+    pub version: Option<String>,
+    pub status: DeviceStatus,
+    pub tags: Vec<Tag>,
+}
+
+/// A change to one device; `None` and empty lists leave things as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceChange {
+    pub status: Option<DeviceStatus>,
+    pub set_tags: Vec<Tag>,
+    pub remove_tags: Vec<TagKey>,
+}
+
+/// Who did what to which, from where: written in the same transaction as
+/// the change it describes, so that the log and the data never disagree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at: OffsetDateTime,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub source: String,
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub entry: AuditEntry,
+}
+
+/// Run-time settings. Stored as one row per key; defaults live here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub poll_interval_secs: u32,
+    pub default_token_lifetime_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            poll_interval_secs: 300,
+            default_token_lifetime_secs: 90 * 24 * 3600,
+        }
+    }
+}

@@ -1,0 +1,507 @@
+//! The SQLite adapter: the embedded default, one file in the data dir.
+//!
+//! WAL mode lets readers run beside the writer; `synchronous = FULL` makes a
+//! committed change survive power loss. SQLite has one writer at a time, so
+//! write transactions queue on an in-process mutex instead of racing into
+//! `SQLITE_BUSY`; one server process owns the file.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fleetward_core::query::Expr;
+use fleetward_core::{DeviceId, DeviceStatus, Role, TagKey, TagValue, version};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use time::OffsetDateTime;
+use tokio::sync::Mutex;
+
+use crate::query_sql::push_predicate;
+use crate::{
+    AuditEntry, AuditRecord, Device, DeviceChange, NewDevice, PoolStats, Result, Settings, Store,
+    StoreError, TokenRecord,
+};
+
+#[derive(Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    write_lock: Mutex<()>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `url`
+    /// (`sqlite://path/to/file.db`).
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore {
+            pool,
+            write_lock: Mutex::new(()),
+        })
+    }
+
+    async fn write<F, T>(&self, work: F) -> Result<T>
+    where
+        F: for<'t> FnOnce(
+                &'t mut Transaction<'static, Sqlite>,
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<T>> + Send + 't>,
+            > + Send,
+        T: Send,
+    {
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let value = work(&mut tx).await?;
+        tx.commit().await?;
+        Ok(value)
+    }
+
+    async fn tags_for(&self, seqs: &[i64]) -> Result<BTreeMap<i64, BTreeMap<TagKey, TagValue>>> {
+        let mut tags: BTreeMap<i64, BTreeMap<TagKey, TagValue>> = BTreeMap::new();
+        if seqs.is_empty() {
+            return Ok(tags);
+        }
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT device_seq, key, value FROM device_tags WHERE device_seq IN (",
+        );
+        let mut list = qb.separated(", ");
+        for seq in seqs {
+            list.push_bind(*seq);
+        }
+        qb.push(")");
+        for row in qb.build().fetch_all(&self.pool).await? {
+            let seq: i64 = row.try_get("device_seq")?;
+            let key: String = row.try_get("key")?;
+            let value: String = row.try_get("value")?;
+            let key = TagKey::parse(&key).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let value = TagValue::parse_for(&key, &value)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            tags.entry(seq).or_default().insert(key, value);
+        }
+        Ok(tags)
+    }
+
+    async fn devices_from_rows(&self, rows: Vec<SqliteRow>) -> Result<Vec<Device>> {
+        let seqs = rows
+            .iter()
+            .map(|r| r.try_get::<i64, _>("seq"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut tags = self.tags_for(&seqs).await?;
+        rows.into_iter()
+            .zip(seqs)
+            .map(|(row, seq)| device_from_row(&row, tags.remove(&seq).unwrap_or_default()))
+            .collect()
+    }
+}
+
+const DEVICE_COLUMNS: &str =
+    "d.seq, d.id, d.hardware, d.version, d.status, d.created_at, d.first_seen, d.last_seen";
+
+fn device_from_row(row: &SqliteRow, tags: BTreeMap<TagKey, TagValue>) -> Result<Device> {
+    let id: String = row.try_get("id")?;
+    let status: String = row.try_get("status")?;
+    Ok(Device {
+        id: DeviceId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        hardware: row.try_get("hardware")?,
+        version: row.try_get("version")?,
+        status: DeviceStatus::parse(&status).ok_or_else(|| {
+            StoreError::Corrupt(format!("device {id} has unknown status {status:?}"))
+        })?,
+        tags,
+        created_at: from_millis(row.try_get("created_at")?)?,
+        first_seen: row
+            .try_get::<Option<i64>, _>("first_seen")?
+            .map(from_millis)
+            .transpose()?,
+        last_seen: row
+            .try_get::<Option<i64>, _>("last_seen")?
+            .map(from_millis)
+            .transpose()?,
+    })
+}
+
+fn token_from_row(row: &SqliteRow) -> Result<TokenRecord> {
+    let role: String = row.try_get("role")?;
+    let hash: Vec<u8> = row.try_get("secret_hash")?;
+    Ok(TokenRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: Role::parse(&role)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown role {role:?}")))?,
+        secret_hash: hash
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("token hash is not 32 bytes".into()))?,
+        created_at: from_millis(row.try_get("created_at")?)?,
+        expires_at: row
+            .try_get::<Option<i64>, _>("expires_at")?
+            .map(from_millis)
+            .transpose()?,
+        revoked_at: row
+            .try_get::<Option<i64>, _>("revoked_at")?
+            .map(from_millis)
+            .transpose()?,
+        created_by: row.try_get("created_by")?,
+    })
+}
+
+pub(crate) fn to_millis(at: OffsetDateTime) -> i64 {
+    let millis = at.unix_timestamp_nanos() / 1_000_000;
+    i64::try_from(millis).unwrap_or(if millis < 0 { i64::MIN } else { i64::MAX })
+}
+
+pub(crate) fn from_millis(millis: i64) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .map_err(|e| StoreError::Corrupt(format!("timestamp {millis}: {e}")))
+}
+
+async fn insert_audit(tx: &mut Transaction<'static, Sqlite>, entry: &AuditEntry) -> Result<()> {
+    sqlx::query("INSERT INTO audit_log (at, actor, action, target, source, detail) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(to_millis(entry.at))
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.target)
+        .bind(&entry.source)
+        .bind(entry.detail.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        PoolStats {
+            size: self.pool.size(),
+            idle,
+        }
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn insert_token(&self, token: &TokenRecord, audit: &AuditEntry) -> Result<()> {
+        let token = token.clone();
+        let audit = audit.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO tokens (id, name, role, secret_hash, created_at, expires_at, revoked_at, created_by)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&token.id)
+                .bind(&token.name)
+                .bind(token.role.as_str())
+                .bind(token.secret_hash.as_slice())
+                .bind(to_millis(token.created_at))
+                .bind(token.expires_at.map(to_millis))
+                .bind(token.revoked_at.map(to_millis))
+                .bind(&token.created_by)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| {
+                    if is_unique_violation(&e) {
+                        StoreError::Conflict(format!("token {} exists already", token.id))
+                    } else {
+                        e.into()
+                    }
+                })?;
+                insert_audit(tx, &audit).await
+            })
+        })
+        .await
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query("SELECT * FROM tokens ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token(
+        &self,
+        id: &str,
+        at: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> Result<TokenRecord> {
+        let id = id.to_owned();
+        let audit = audit.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let row = sqlx::query("SELECT * FROM tokens WHERE id = ?")
+                    .bind(&id)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("token {id}")))?;
+                let mut token = token_from_row(&row)?;
+                if token.revoked_at.is_some() {
+                    return Err(StoreError::Conflict(format!(
+                        "token {id} is revoked already"
+                    )));
+                }
+                sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ?")
+                    .bind(to_millis(at))
+                    .bind(&id)
+                    .execute(&mut **tx)
+                    .await?;
+                insert_audit(tx, &audit).await?;
+                token.revoked_at = Some(at);
+                Ok(token)
+            })
+        })
+        .await
+    }
+
+    async fn register_devices(
+        &self,
+        devices: &[NewDevice],
+        at: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let devices = devices.to_vec();
+        let audit = audit.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                for device in &devices {
+                    let seq: i64 = sqlx::query_scalar(
+                        "INSERT INTO devices (id, hardware, version, version_key, status, created_at)
+                         VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
+                    )
+                    .bind(device.id.as_str())
+                    .bind(&device.hardware)
+                    .bind(&device.version)
+                    .bind(device.version.as_deref().map(version::sort_key))
+                    .bind(device.status.as_str())
+                    .bind(to_millis(at))
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(|e| {
+                        if is_unique_violation(&e) {
+                            StoreError::Conflict(format!("device {} exists already", device.id))
+                        } else {
+                            e.into()
+                        }
+                    })?;
+                    for tag in &device.tags {
+                        sqlx::query("INSERT OR REPLACE INTO device_tags (device_seq, key, value) VALUES (?, ?, ?)")
+                            .bind(seq)
+                            .bind(tag.key.as_str())
+                            .bind(tag.value.as_str())
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                }
+                insert_audit(tx, &audit).await
+            })
+        })
+        .await
+    }
+
+    async fn device(&self, id: &DeviceId) -> Result<Option<Device>> {
+        let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices d WHERE d.id = ?");
+        let rows = sqlx::query(&sql)
+            .bind(id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(self.devices_from_rows(rows).await?.into_iter().next())
+    }
+
+    async fn update_device(
+        &self,
+        id: &DeviceId,
+        change: &DeviceChange,
+        audit: &AuditEntry,
+    ) -> Result<Device> {
+        let owned_id = id.clone();
+        let change = change.clone();
+        let audit = audit.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let seq: i64 = sqlx::query_scalar("SELECT seq FROM devices WHERE id = ?")
+                    .bind(owned_id.as_str())
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("device {owned_id}")))?;
+                if let Some(status) = change.status {
+                    sqlx::query("UPDATE devices SET status = ? WHERE seq = ?")
+                        .bind(status.as_str())
+                        .bind(seq)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                for tag in &change.set_tags {
+                    sqlx::query("INSERT OR REPLACE INTO device_tags (device_seq, key, value) VALUES (?, ?, ?)")
+                        .bind(seq)
+                        .bind(tag.key.as_str())
+                        .bind(tag.value.as_str())
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                for key in &change.remove_tags {
+                    sqlx::query("DELETE FROM device_tags WHERE device_seq = ? AND key = ?")
+                        .bind(seq)
+                        .bind(key.as_str())
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                insert_audit(tx, &audit).await
+            })
+        })
+        .await?;
+        self.device(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("device {id}")))
+    }
+
+    async fn list_devices(
+        &self,
+        query: Option<&Expr>,
+        after: Option<&DeviceId>,
+        limit: u32,
+    ) -> Result<Vec<Device>> {
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices d WHERE 1 = 1"
+        ));
+        if let Some(expr) = query {
+            qb.push(" AND ");
+            push_predicate(&mut qb, expr);
+        }
+        if let Some(after) = after {
+            qb.push(" AND d.id > ");
+            qb.push_bind(after.as_str().to_owned());
+        }
+        qb.push(" ORDER BY d.id LIMIT ");
+        qb.push_bind(i64::from(limit.min(crate::MAX_PAGE)));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        self.devices_from_rows(rows).await
+    }
+
+    async fn count_devices(&self, query: Option<&Expr>) -> Result<u64> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT count(*) FROM devices d");
+        if let Some(expr) = query {
+            qb.push(" WHERE ");
+            push_predicate(&mut qb, expr);
+        }
+        let count: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn count_devices_seen_since(&self, since: OffsetDateTime) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM devices WHERE last_seen >= ?")
+            .bind(to_millis(since))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
+        let entry = entry.clone();
+        self.write(move |tx| Box::pin(async move { insert_audit(tx, &entry).await }))
+            .await
+    }
+
+    async fn list_audit(&self, after: Option<i64>, limit: u32) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query("SELECT * FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after.unwrap_or(0))
+            .bind(i64::from(limit.min(crate::MAX_PAGE)))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let detail: String = row.try_get("detail")?;
+                Ok(AuditRecord {
+                    seq: row.try_get("seq")?,
+                    entry: AuditEntry {
+                        at: from_millis(row.try_get("at")?)?,
+                        actor: row.try_get("actor")?,
+                        action: row.try_get("action")?,
+                        target: row.try_get("target")?,
+                        source: row.try_get("source")?,
+                        detail: serde_json::from_str(&detail)
+                            .map_err(|e| StoreError::Corrupt(format!("audit detail: {e}")))?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn settings(&self) -> Result<Settings> {
+        let rows = sqlx::query("SELECT key, value FROM settings")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut settings = Settings::default();
+        for row in rows {
+            let key: String = row.try_get("key")?;
+            let value: String = row.try_get("value")?;
+            let bad =
+                |e: std::num::ParseIntError| StoreError::Corrupt(format!("setting {key}: {e}"));
+            match key.as_str() {
+                "poll_interval_secs" => settings.poll_interval_secs = value.parse().map_err(bad)?,
+                "default_token_lifetime_secs" => {
+                    settings.default_token_lifetime_secs = value.parse().map_err(bad)?
+                }
+                _ => tracing::warn!(%key, "ignoring unknown setting"),
+            }
+        }
+        Ok(settings)
+    }
+
+    async fn put_settings(&self, settings: &Settings, audit: &AuditEntry) -> Result<()> {
+        let pairs = [
+            (
+                "poll_interval_secs",
+                settings.poll_interval_secs.to_string(),
+            ),
+            (
+                "default_token_lifetime_secs",
+                settings.default_token_lifetime_secs.to_string(),
+            ),
+        ];
+        let audit = audit.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                for (key, value) in &pairs {
+                    sqlx::query("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)")
+                        .bind(key)
+                        .bind(value)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                insert_audit(tx, &audit).await
+            })
+        })
+        .await
+    }
+}

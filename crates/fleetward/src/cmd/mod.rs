@@ -1,0 +1,70 @@
+//! One module per subcommand; [`run`] dispatches.
+
+pub mod audit;
+pub mod demo;
+pub mod device;
+pub mod server;
+pub mod settings;
+pub mod token;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::CommandFactory as _;
+use fleetward_wire::operator::WhoAmI;
+
+use crate::client::Client;
+use crate::{Cli, Command, output};
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Init(args) => server::init(&cli, args).await,
+        Command::Server(args) => server::serve(&cli, args).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Device(command) => device::run(&api_client(&cli)?, cli.json, command).await,
+        Command::Token(command) => token::run(&api_client(&cli)?, cli.json, command).await,
+        Command::Audit(command) => audit::run(&api_client(&cli)?, cli.json, command).await,
+        Command::Settings(command) => settings::run(&api_client(&cli)?, cli.json, command).await,
+        Command::Whoami => {
+            let me: WhoAmI = api_client(&cli)?.get("/api/v1/whoami", &[]).await?;
+            if cli.json {
+                output::json(&me)?;
+            } else {
+                println!(
+                    "token {} ({}), role {}, expires {}",
+                    me.token_id,
+                    me.name,
+                    me.role,
+                    output::time(me.expires_at)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "fleetward",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The operator API client: `--server`, else the local server's
+/// `server.json`, else the default address.
+pub fn api_client(cli: &Cli) -> anyhow::Result<Client> {
+    let base = match &cli.server {
+        Some(server) => server.clone(),
+        None => match fleetward_server::read_server_json(&cli.data_dir()) {
+            Ok(addrs) => format!("http://{}", addrs.operator),
+            Err(_) => "http://127.0.0.1:8080".to_owned(),
+        },
+    };
+    let token = cli
+        .token
+        .clone()
+        .context("no operator token: pass --token or set FLEETWARD_TOKEN (`fleetward init` printed the first one)")?;
+    Client::new(&base, Some(token))
+}
