@@ -14,6 +14,8 @@ mod parse;
 
 pub use parse::parse;
 
+use std::fmt;
+
 use crate::{DeviceStatus, TagKey};
 
 /// A parsed, checked query.
@@ -85,4 +87,72 @@ pub struct QueryError {
     /// Byte offset into the query text (0-based).
     pub position: usize,
     pub message: String,
+}
+
+/// Prints the query in the syntax [`parse`] reads, with only the parentheses
+/// precedence needs, so that `parse(&expr.to_string()) == Ok(expr)`.
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Or(left, right) => {
+                write!(f, "{left} or ")?;
+                write_grouped(f, right, |e| matches!(e, Expr::Or(..)))
+            }
+            Expr::And(left, right) => {
+                write_grouped(f, left, |e| matches!(e, Expr::Or(..)))?;
+                f.write_str(" and ")?;
+                write_grouped(f, right, |e| matches!(e, Expr::Or(..) | Expr::And(..)))
+            }
+            Expr::Not(inner) => {
+                f.write_str("not ")?;
+                write_grouped(f, inner, |e| matches!(e, Expr::Or(..) | Expr::And(..)))
+            }
+            Expr::Compare { field, op, value } => write!(
+                f,
+                "{} {} {}",
+                parse::field_name(field),
+                parse::op_text(*op),
+                Quoted(value.as_str())
+            ),
+            Expr::In { field, values } => {
+                write!(f, "{} in (", parse::field_name(field))?;
+                for (n, value) in values.iter().enumerate() {
+                    if n > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{}", Quoted(value.as_str()))?;
+                }
+                f.write_str(")")
+            }
+            Expr::Has(key) => f.write_str(&parse::field_name(&Field::Tag(key.clone()))),
+        }
+    }
+}
+
+fn write_grouped(
+    f: &mut fmt::Formatter<'_>,
+    expr: &Expr,
+    needs_parens: impl Fn(&Expr) -> bool,
+) -> fmt::Result {
+    if needs_parens(expr) {
+        write!(f, "({expr})")
+    } else {
+        write!(f, "{expr}")
+    }
+}
+
+/// A value as a query string literal.
+struct Quoted<'a>(&'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"")?;
+        for c in self.0.chars() {
+            if matches!(c, '"' | '\\') {
+                f.write_str("\\")?;
+            }
+            write!(f, "{c}")?;
+        }
+        f.write_str("\"")
+    }
 }
