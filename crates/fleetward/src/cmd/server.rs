@@ -178,3 +178,70 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutting down: finishing in-flight requests");
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::Command;
+
+    /// Resolves `fleetward ARGS server` against a `fleetward.toml` text.
+    fn check(args: &[&str], file: &str, expected_listen: &str, expected_data_dir: &str) {
+        let cli = Cli::try_parse_from(args).unwrap();
+        let Command::Server(server_args) = &cli.command else {
+            panic!("not a server command: {args:?}");
+        };
+        let file: FileConfig = toml::from_str(file).unwrap();
+        let config = resolve(&cli, server_args, file).unwrap();
+        assert_eq!(config.listen.to_string(), expected_listen, "{args:?}");
+        assert_eq!(
+            config.data_dir,
+            PathBuf::from(expected_data_dir),
+            "{args:?}"
+        );
+        assert!(
+            config.database_url.contains(expected_data_dir),
+            "default database lives in the data dir: {}",
+            config.database_url
+        );
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        check(
+            &["fleetward", "server"],
+            "",
+            "127.0.0.1:8080",
+            "./fleetward-data",
+        );
+        check(
+            &["fleetward", "server"],
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/fw\"",
+            "127.0.0.1:9000",
+            "/srv/fw",
+        );
+        check(
+            &[
+                "fleetward",
+                "--data-dir",
+                "/flag",
+                "server",
+                "--listen",
+                "127.0.0.1:1",
+            ],
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/fw\"",
+            "127.0.0.1:1",
+            "/flag",
+        );
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        let error = toml::from_str::<FileConfig>("listn = \"127.0.0.1:1\"")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.contains("listn"), "{error}");
+    }
+}

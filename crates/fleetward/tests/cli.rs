@@ -1,0 +1,283 @@
+//! The `fleetward` binary as an operator uses it: `init`, a real `server`
+//! process on free ports, the CLI against it, exit codes, SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fleetward");
+
+/// The binary with a clean environment: no `FLEETWARD_*` leaks in from the
+/// machine running the tests.
+fn fleetward(data_dir: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("FLEETWARD_") {
+            command.env_remove(key);
+        }
+    }
+    command.arg("--data-dir").arg(data_dir);
+    command.stdin(Stdio::null());
+    command
+}
+
+fn run(command: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command.output().expect("running fleetward");
+    (
+        status.code().expect("exited, not killed"),
+        String::from_utf8(stdout).unwrap(),
+        String::from_utf8(stderr).unwrap(),
+    )
+}
+
+struct Server {
+    child: Child,
+    data_dir: PathBuf,
+    token: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> Server {
+        let (code, out, err) = run(fleetward(data_dir).args(["--json", "init"]));
+        assert_eq!(code, 0, "init: {err}");
+        let init: Value = serde_json::from_str(&out).unwrap();
+        let token = init["admin_token"].as_str().unwrap().to_owned();
+
+        let child = fleetward(data_dir)
+            .args([
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--device-listen",
+                "127.0.0.1:0",
+                "--log",
+                "warn",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let server = Server {
+            child,
+            data_dir: data_dir.to_owned(),
+            token,
+        };
+        // Startup readiness, not a timing assertion: give up after a generous bound.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !data_dir.join("server.json").exists() {
+            assert!(Instant::now() < deadline, "server never wrote server.json");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// The CLI, finding the server through `server.json`, with the admin token in the environment.
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        run(fleetward(&self.data_dir)
+            .env("FLEETWARD_TOKEN", &self.token)
+            .args(args))
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let (code, out, err) = self.cli(&all);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    }
+
+    fn terminate(mut self) -> i32 {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        self.child
+            .wait()
+            .unwrap()
+            .code()
+            .expect("exited, not killed")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn init_refuses_to_run_twice_and_keeps_the_first_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (code, out, err) = run(fleetward(&data).arg("init"));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("fwt_"), "prints the admin token: {out}");
+    let (code, out, err) = run(fleetward(&data).arg("init"));
+    assert_eq!(code, 2, "second init is an error: {out}{err}");
+    assert!(err.contains("already"), "says why: {err}");
+    assert!(!out.contains("fwt_"), "no second token");
+}
+
+#[test]
+fn operator_session_over_a_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+
+    let me = server.json(&["whoami"]);
+    assert_eq!(me["role"], "admin");
+
+    let (code, _, err) = server.cli(&[
+        "device",
+        "register",
+        "dev-1",
+        "--hardware",
+        "rev2",
+        "--version",
+        "1.2.0",
+        "--tag",
+        "region=eu",
+        "--tag",
+        "beta",
+        "--active",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let lines: String = (2..=30)
+        .map(|n| {
+            format!(
+                "{{\"id\":\"dev-{n}\",\"hardware\":\"rev{}\",\"version\":\"2.0.{n}\",\"tags\":{{\"region\":\"{}\"}}}}\n",
+                n % 2 + 1,
+                if n % 3 == 0 { "us" } else { "eu" }
+            )
+        })
+        .collect();
+    let import = dir.path().join("devices.jsonl");
+    std::fs::write(&import, lines).unwrap();
+    let (code, _, err) =
+        server.cli(&["device", "import", import.to_str().unwrap(), "--batch", "7"]);
+    assert_eq!(code, 0, "{err}");
+
+    let count = server.json(&["device", "count"]);
+    assert_eq!(count["count"], 30);
+    let count = server.json(&[
+        "device",
+        "count",
+        "--query",
+        r#"region = "eu" and version >= "2.0.10""#,
+    ]);
+    let expected = (10..=30).filter(|n| n % 3 != 0).count();
+    assert_eq!(count["count"], expected as u64);
+
+    let page = server.json(&["device", "list", "--query", "beta"]);
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    assert_eq!(page["items"][0]["id"], "dev-1");
+
+    let (code, _, err) = server.cli(&["device", "tag", "dev-2", "ring=canary"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = server.cli(&["device", "untag", "dev-1", "beta"]);
+    assert_eq!(code, 0, "{err}");
+    let shown = server.json(&["device", "show", "dev-2"]);
+    assert_eq!(shown["tags"]["ring"], "canary", "{shown}");
+    let (code, table, _) = server.cli(&["device", "list", "--query", "ring = canary"]);
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("dev-2"),
+        "human table lists the device: {table}"
+    );
+
+    // A bad query is refused by the server (exit 1) with the position.
+    let (code, _, err) = server.cli(&["device", "list", "--query", "hw == \"x\""]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("invalid_query") || err.contains("position 3"),
+        "{err}"
+    );
+
+    // An unknown device is refused, not an error of ours.
+    let (code, _, err) = server.cli(&["device", "show", "nope"]);
+    assert_eq!(code, 1, "{err}");
+
+    // Tokens: create a viewer, who may read but not write.
+    let created = server.json(&["token", "create", "--name", "ci", "--role", "viewer"]);
+    let viewer = created["token"].as_str().unwrap().to_owned();
+    let as_viewer = |args: &[&str]| {
+        run(fleetward(&server.data_dir)
+            .env("FLEETWARD_TOKEN", &viewer)
+            .args(args))
+    };
+    assert_eq!(as_viewer(&["device", "count"]).0, 0);
+    let (code, _, err) = as_viewer(&["device", "tag", "dev-3", "x=y"]);
+    assert_eq!(code, 1, "viewer may not tag: {err}");
+    assert!(err.contains("forbidden"), "{err}");
+
+    let listed = server.json(&["token", "list"]);
+    assert!(
+        !listed.to_string().contains(&viewer),
+        "secrets never listed"
+    );
+    let id = created["info"]["id"].as_str().unwrap();
+    let (code, _, err) = server.cli(&["token", "revoke", id]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = as_viewer(&["device", "count"]);
+    assert_eq!(code, 1, "revoked token refused: {err}");
+
+    // No token at all: a local usage error.
+    let (code, _, err) = run(fleetward(&server.data_dir).args(["device", "count"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("FLEETWARD_TOKEN"), "{err}");
+
+    // Every mutation above is in the audit log.
+    let audit = server.json(&["audit", "list", "--limit", "1000"]);
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    for action in [
+        "device.register",
+        "device.register_batch",
+        "device.update",
+        "token.create",
+        "token.revoke",
+    ] {
+        assert!(actions.contains(&action), "{action} audited: {actions:?}");
+    }
+
+    // SIGTERM: a clean exit, and server.json is gone.
+    let data_dir = server.data_dir.clone();
+    assert_eq!(server.terminate(), 0);
+    assert!(!data_dir.join("server.json").exists());
+
+    // With the server gone, the CLI says so with its own exit code.
+    let (code, _, err) = run(fleetward(&data_dir)
+        .env("FLEETWARD_TOKEN", "fwt_0000000000000000_x")
+        .args(["--server", "http://127.0.0.1:9", "device", "count"]));
+    assert_eq!(code, 3, "{err}");
+}
+
+#[test]
+fn completions_for_every_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let (code, out, err) = run(fleetward(dir.path()).args(["completions", shell]));
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(out.contains("fleetward"), "{shell}");
+    }
+    let (code, _, _) = run(fleetward(dir.path()).args(["completions", "tcsh"]));
+    assert_eq!(code, 2, "unknown shell is a usage error");
+}
+
+#[test]
+fn demo_runs_on_a_fresh_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(fleetward(dir.path()).current_dir(dir.path()).arg("demo"));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("Target queries run in the database"), "{out}");
+}
