@@ -9,8 +9,10 @@
 //! `Auth<perm::FleetWrite>`, so the check runs before the body is even read
 //! and no handler can forget it.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
@@ -170,7 +172,16 @@ impl FromRequestParts<AppState> for Caller {
             })?;
         let (id, secret) = split_token(presented)
             .ok_or_else(|| ApiError::unauthenticated("invalid_token", "the token is not valid"))?;
-        let record = state.store.token(id).await?;
+        let record = match state.tokens.get(id, Instant::now()) {
+            Some(record) => Some(record),
+            None => {
+                let record = state.store.token(id).await?;
+                if let Some(record) = &record {
+                    state.tokens.put(record.clone(), Instant::now());
+                }
+                record
+            }
+        };
         let record = check_token(record, secret, state.now())?;
         Ok(Caller {
             token_id: record.id,
@@ -237,6 +248,45 @@ pub mod perm {
 mod tests {
     use super::*;
 
+    fn record(id: &str) -> TokenRecord {
+        TokenRecord {
+            id: id.into(),
+            name: "n".into(),
+            role: Role::Viewer,
+            secret_hash: [0; 32],
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            expires_at: None,
+            revoked_at: None,
+            created_by: "test".into(),
+        }
+    }
+
+    #[test]
+    fn cached_token_records_expire_and_can_be_forgotten() {
+        let cache = TokenCache::default();
+        let start = Instant::now();
+        cache.put(record("a"), start);
+        assert!(cache.get("a", start).is_some());
+        assert!(
+            cache.get("a", start + TokenCache::TTL).is_none(),
+            "stale after the TTL"
+        );
+        assert!(cache.get("b", start).is_none());
+        cache.forget("a");
+        assert!(cache.get("a", start).is_none(), "forgotten at once");
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let cache = TokenCache::default();
+        let start = Instant::now();
+        for n in 0..(TokenCache::MAX_ENTRIES + 10) {
+            cache.put(record(&n.to_string()), start);
+        }
+        let size = cache.entries.lock().unwrap().len();
+        assert!(size <= TokenCache::MAX_ENTRIES, "{size}");
+    }
+
     #[test]
     fn minted_tokens_split_back() {
         let minted = mint_token();
@@ -260,6 +310,52 @@ mod tests {
             &good.replace('_', "-"),
         ] {
             assert_eq!(split_token(bad), None, "{bad:?}");
+        }
+    }
+}
+
+/// Token records recently read from the store, so that a busy client does
+/// not cost a database read per request.
+///
+/// Only the stored record is cached (the hash, role, expiry, revocation); the
+/// presented secret is still checked against the hash on every request, and
+/// expiry against the clock. A revocation through this process drops the
+/// entry at once; another replica of the server sees it within
+/// [`TokenCache::TTL`].
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    entries: std::sync::Mutex<HashMap<String, (TokenRecord, Instant)>>,
+}
+
+impl TokenCache {
+    pub const TTL: Duration = Duration::from_secs(1);
+    /// Bounds memory whatever token ids clients make up (only tokens that
+    /// exist are ever cached, but there may be many).
+    const MAX_ENTRIES: usize = 10_000;
+
+    fn get(&self, id: &str, now: Instant) -> Option<TokenRecord> {
+        let entries = self.entries.lock().ok()?;
+        let (record, fetched) = entries.get(id)?;
+        (now.saturating_duration_since(*fetched) < Self::TTL).then(|| record.clone())
+    }
+
+    fn put(&self, record: TokenRecord, now: Instant) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= Self::MAX_ENTRIES {
+                entries
+                    .retain(|_, (_, fetched)| now.saturating_duration_since(*fetched) < Self::TTL);
+                if entries.len() >= Self::MAX_ENTRIES {
+                    entries.clear();
+                }
+            }
+            entries.insert(record.id.clone(), (record, now));
+        }
+    }
+
+    /// Forgets a token whose record changed (revocation).
+    pub fn forget(&self, id: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(id);
         }
     }
 }

@@ -51,6 +51,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<metrics::Metrics>,
     pub config: Arc<ServerConfig>,
+    pub tokens: Arc<auth::TokenCache>,
 }
 
 impl AppState {
@@ -163,6 +164,7 @@ pub async fn start_with_store(
         store: store.clone(),
         metrics: metrics::Metrics::new(),
         config: Arc::new(config),
+        tokens: Arc::default(),
     };
     let (shutdown, watcher) = watch::channel(false);
     let operator = axum::serve(

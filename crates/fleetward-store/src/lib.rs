@@ -10,6 +10,7 @@
 //! writes both in one transaction.
 
 mod model;
+mod point_read;
 mod query_sql;
 mod sqlite;
 
@@ -40,6 +41,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A point read on the calling thread failed (see `point_read`).
+    #[error("database error: {0}")]
+    PointRead(String),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }

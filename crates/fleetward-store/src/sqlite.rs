@@ -6,6 +6,7 @@
 //! `SQLITE_BUSY`; one server process owns the file.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
+use crate::point_read::PointReader;
 use crate::query_sql::push_predicate;
 use crate::{
     AuditEntry, AuditRecord, Device, DeviceChange, NewDevice, PoolStats, Result, Settings, Store,
@@ -29,6 +31,8 @@ use crate::{
 pub struct SqliteStore {
     pool: SqlitePool,
     write_lock: Mutex<()>,
+    /// `None` for in-memory databases, which other connections cannot see.
+    point_reader: Option<PointReader>,
 }
 
 impl SqliteStore {
@@ -41,6 +45,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        let point_reader = match options.get_filename() {
+            path if path.as_os_str().is_empty() || path == Path::new(":memory:") => None,
+            path => Some(PointReader::new(path)),
+        };
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
@@ -50,6 +58,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             write_lock: Mutex::new(()),
+            point_reader,
         })
     }
 
@@ -69,91 +78,131 @@ impl SqliteStore {
         Ok(value)
     }
 
-    async fn tags_for(&self, seqs: &[i64]) -> Result<BTreeMap<i64, BTreeMap<TagKey, TagValue>>> {
-        let mut tags: BTreeMap<i64, BTreeMap<TagKey, TagValue>> = BTreeMap::new();
-        if seqs.is_empty() {
-            return Ok(tags);
-        }
-        let mut qb = QueryBuilder::<Sqlite>::new(
-            "SELECT device_seq, key, value FROM device_tags WHERE device_seq IN (",
-        );
-        let mut list = qb.separated(", ");
-        for seq in seqs {
-            list.push_bind(*seq);
-        }
-        qb.push(")");
-        for row in qb.build().fetch_all(&self.pool).await? {
-            let seq: i64 = row.try_get("device_seq")?;
-            let key: String = row.try_get("key")?;
-            let value: String = row.try_get("value")?;
-            let key = TagKey::parse(&key).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let value = TagValue::parse_for(&key, &value)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            tags.entry(seq).or_default().insert(key, value);
-        }
-        Ok(tags)
-    }
-
-    async fn devices_from_rows(&self, rows: Vec<SqliteRow>) -> Result<Vec<Device>> {
-        let seqs = rows
-            .iter()
-            .map(|r| r.try_get::<i64, _>("seq"))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut tags = self.tags_for(&seqs).await?;
-        rows.into_iter()
-            .zip(seqs)
-            .map(|(row, seq)| device_from_row(&row, tags.remove(&seq).unwrap_or_default()))
-            .collect()
+    fn devices_from_rows(rows: Vec<SqliteRow>) -> Result<Vec<Device>> {
+        rows.iter().map(device_from_row).collect()
     }
 }
 
-const DEVICE_COLUMNS: &str =
-    "d.seq, d.id, d.hardware, d.version, d.status, d.created_at, d.first_seen, d.last_seen";
+/// A device row with its tags folded in as a JSON array of `[key, value]`
+/// pairs: one statement per lookup or page, not one plus one for the tags.
+const DEVICE_COLUMNS: &str = "d.seq, d.id, d.hardware, d.version, d.status, d.created_at, \
+     d.first_seen, d.last_seen, \
+     (SELECT json_group_array(json_array(t.key, t.value)) FROM device_tags t \
+      WHERE t.device_seq = d.seq) AS tags";
 
-fn device_from_row(row: &SqliteRow, tags: BTreeMap<TagKey, TagValue>) -> Result<Device> {
-    let id: String = row.try_get("id")?;
-    let status: String = row.try_get("status")?;
+/// A column by name, from either driver's row: sqlx for the async pool,
+/// rusqlite for point reads. One decoder per record type serves both.
+trait Columns {
+    fn text(&self, column: &str) -> Result<String>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>>;
+    fn int(&self, column: &str) -> Result<i64>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>>;
+    fn blob(&self, column: &str) -> Result<Vec<u8>>;
+}
+
+impl Columns for SqliteRow {
+    fn text(&self, column: &str) -> Result<String> {
+        Ok(self.try_get(column)?)
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>> {
+        Ok(self.try_get(column)?)
+    }
+    fn int(&self, column: &str) -> Result<i64> {
+        Ok(self.try_get(column)?)
+    }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>> {
+        Ok(self.try_get(column)?)
+    }
+    fn blob(&self, column: &str) -> Result<Vec<u8>> {
+        Ok(self.try_get(column)?)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, column: &str) -> Result<String> {
+        self.get(column)
+            .map_err(|e| StoreError::PointRead(e.to_string()))
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>> {
+        self.get(column)
+            .map_err(|e| StoreError::PointRead(e.to_string()))
+    }
+    fn int(&self, column: &str) -> Result<i64> {
+        self.get(column)
+            .map_err(|e| StoreError::PointRead(e.to_string()))
+    }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>> {
+        self.get(column)
+            .map_err(|e| StoreError::PointRead(e.to_string()))
+    }
+    fn blob(&self, column: &str) -> Result<Vec<u8>> {
+        self.get(column)
+            .map_err(|e| StoreError::PointRead(e.to_string()))
+    }
+}
+
+fn device_from_row(row: &impl Columns) -> Result<Device> {
+    let id = row.text("id")?;
+    let tags = tags_from_json(&row.text("tags")?)?;
+    let status = row.text("status")?;
     Ok(Device {
         id: DeviceId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        hardware: row.try_get("hardware")?,
-        version: row.try_get("version")?,
+        hardware: row.text("hardware")?,
+        version: row.opt_text("version")?,
         status: DeviceStatus::parse(&status).ok_or_else(|| {
             StoreError::Corrupt(format!("device {id} has unknown status {status:?}"))
         })?,
         tags,
-        created_at: from_millis(row.try_get("created_at")?)?,
-        first_seen: row
-            .try_get::<Option<i64>, _>("first_seen")?
-            .map(from_millis)
-            .transpose()?,
-        last_seen: row
-            .try_get::<Option<i64>, _>("last_seen")?
-            .map(from_millis)
-            .transpose()?,
+        created_at: from_millis(row.int("created_at")?)?,
+        first_seen: row.opt_int("first_seen")?.map(from_millis).transpose()?,
+        last_seen: row.opt_int("last_seen")?.map(from_millis).transpose()?,
     })
 }
 
-fn token_from_row(row: &SqliteRow) -> Result<TokenRecord> {
-    let role: String = row.try_get("role")?;
-    let hash: Vec<u8> = row.try_get("secret_hash")?;
+/// One row by a unique key, decoded; `Ok(None)` when there is none.
+fn point_row<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    key: &str,
+    decode: impl Fn(&rusqlite::Row<'_>) -> Result<T>,
+) -> rusqlite::Result<Result<Option<T>>> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.query([key])?;
+    match rows.next()? {
+        Some(row) => Ok(decode(row).map(Some)),
+        None => Ok(Ok(None)),
+    }
+}
+
+fn tags_from_json(json: &str) -> Result<BTreeMap<TagKey, TagValue>> {
+    let pairs: Vec<(String, String)> =
+        serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("device tags: {e}")))?;
+    pairs
+        .into_iter()
+        .map(|(key, value)| {
+            let key = TagKey::parse(&key).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let value = TagValue::parse_for(&key, &value)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok((key, value))
+        })
+        .collect()
+}
+
+fn token_from_row(row: &impl Columns) -> Result<TokenRecord> {
+    let role = row.text("role")?;
+    let hash = row.blob("secret_hash")?;
     Ok(TokenRecord {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
+        id: row.text("id")?,
+        name: row.text("name")?,
         role: Role::parse(&role)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown role {role:?}")))?,
         secret_hash: hash
             .try_into()
             .map_err(|_| StoreError::Corrupt("token hash is not 32 bytes".into()))?,
-        created_at: from_millis(row.try_get("created_at")?)?,
-        expires_at: row
-            .try_get::<Option<i64>, _>("expires_at")?
-            .map(from_millis)
-            .transpose()?,
-        revoked_at: row
-            .try_get::<Option<i64>, _>("revoked_at")?
-            .map(from_millis)
-            .transpose()?,
-        created_by: row.try_get("created_by")?,
+        created_at: from_millis(row.int("created_at")?)?,
+        expires_at: row.opt_int("expires_at")?.map(from_millis).transpose()?,
+        revoked_at: row.opt_int("revoked_at")?.map(from_millis).transpose()?,
+        created_by: row.text("created_by")?,
     })
 }
 
@@ -236,10 +285,11 @@ impl Store for SqliteStore {
     }
 
     async fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
-        let row = sqlx::query("SELECT * FROM tokens WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        const SQL: &str = "SELECT * FROM tokens WHERE id = ?";
+        if let Some(reader) = &self.point_reader {
+            return reader.read(|conn| point_row(conn, SQL, id, |row| token_from_row(row)))?;
+        }
+        let row = sqlx::query(SQL).bind(id).fetch_optional(&self.pool).await?;
         row.as_ref().map(token_from_row).transpose()
     }
 
@@ -331,11 +381,15 @@ impl Store for SqliteStore {
 
     async fn device(&self, id: &DeviceId) -> Result<Option<Device>> {
         let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices d WHERE d.id = ?");
+        if let Some(reader) = &self.point_reader {
+            return reader
+                .read(|conn| point_row(conn, &sql, id.as_str(), |row| device_from_row(row)))?;
+        }
         let rows = sqlx::query(&sql)
             .bind(id.as_str())
             .fetch_all(&self.pool)
             .await?;
-        Ok(self.devices_from_rows(rows).await?.into_iter().next())
+        Ok(Self::devices_from_rows(rows)?.into_iter().next())
     }
 
     async fn update_device(
@@ -405,7 +459,7 @@ impl Store for SqliteStore {
         qb.push(" ORDER BY d.id LIMIT ");
         qb.push_bind(i64::from(limit.min(crate::MAX_PAGE)));
         let rows = qb.build().fetch_all(&self.pool).await?;
-        self.devices_from_rows(rows).await
+        Self::devices_from_rows(rows)
     }
 
     async fn count_devices(&self, query: Option<&Expr>) -> Result<u64> {

@@ -133,5 +133,6 @@ pub async fn revoke_token(
         serde_json::json!({}),
     );
     let record = state.store.revoke_token(&id, now, &audit).await?;
+    state.tokens.forget(&id);
     Ok(Json(info(&record)))
 }
