@@ -6,9 +6,10 @@
 //! worker thread and back, and under load those wake-ups cost several times
 //! the read itself (measured: see BENCHMARKS.md, device registry). So point
 //! reads use a small pool of plain `rusqlite` connections and run where they
-//! are called. Only reads bounded by a unique index belong here; anything
-//! that scans (queries, pages, counts) stays on the async pool so that it
-//! never blocks a runtime thread for long.
+//! are called. Only reads bounded by a unique index run inline; reads that
+//! scan (queries, pages, counts) use the same connections through
+//! [`PointReader::scan`], on tokio's blocking pool, so that they never hold
+//! up a runtime thread.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -50,6 +51,18 @@ impl PointReader {
             idle.push(connection);
         }
         answer
+    }
+
+    /// Runs a read that may scan (a page, a count) on the blocking pool, so
+    /// that it never holds up a runtime thread.
+    pub(crate) async fn scan<T: Send + 'static>(
+        self: &std::sync::Arc<Self>,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let reader = std::sync::Arc::clone(self);
+        tokio::task::spawn_blocking(move || reader.read(read))
+            .await
+            .map_err(|e| StoreError::PointRead(format!("read task failed: {e}")))?
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Vec<Connection>>> {

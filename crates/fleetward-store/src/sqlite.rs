@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,7 +22,7 @@ use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
 use crate::point_read::PointReader;
-use crate::query_sql::push_predicate;
+use crate::query_sql::{PlainSql, SqlSink, TagForm, push_predicate};
 use crate::{
     AuditEntry, AuditRecord, Device, DeviceChange, NewDevice, PoolStats, Result, Settings, Store,
     StoreError, TokenRecord,
@@ -32,7 +33,7 @@ pub struct SqliteStore {
     pool: SqlitePool,
     write_lock: Mutex<()>,
     /// `None` for in-memory databases, which other connections cannot see.
-    point_reader: Option<PointReader>,
+    point_reader: Option<Arc<PointReader>>,
 }
 
 impl SqliteStore {
@@ -47,7 +48,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let point_reader = match options.get_filename() {
             path if path.as_os_str().is_empty() || path == Path::new(":memory:") => None,
-            path => Some(PointReader::new(path)),
+            path => Some(Arc::new(PointReader::new(path))),
         };
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
@@ -55,11 +56,29 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore {
+        let store = SqliteStore {
             pool,
             write_lock: Mutex::new(()),
             point_reader,
-        })
+        };
+        store.refresh_planner_statistics().await;
+        Ok(store)
+    }
+
+    /// Lets SQLite re-analyze tables whose size changed tenfold since their
+    /// statistics were taken. Without statistics the planner picks poor
+    /// plans for queries over a large fleet (a first page sorting 100,000
+    /// rows instead of walking the id index: see BENCHMARKS.md). Statistics
+    /// only steer plans, so a failure here is logged, not returned.
+    async fn refresh_planner_statistics(&self) {
+        let _writer = self.write_lock.lock().await;
+        // 0x10000: look at every table, not only those this connection used.
+        if let Err(error) = sqlx::query("PRAGMA optimize = 0x10002")
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(%error, "refreshing query-planner statistics failed");
+        }
     }
 
     async fn write<F, T>(&self, work: F) -> Result<T>
@@ -172,6 +191,24 @@ fn point_row<T>(
         Some(row) => Ok(decode(row).map(Some)),
         None => Ok(Ok(None)),
     }
+}
+
+/// Every row of a query, decoded.
+fn all_rows<T>(
+    conn: &rusqlite::Connection,
+    sql: &PlainSql,
+    decode: impl Fn(&rusqlite::Row<'_>) -> Result<T>,
+) -> rusqlite::Result<Result<Vec<T>>> {
+    let mut statement = conn.prepare_cached(&sql.sql)?;
+    let mut rows = statement.query(rusqlite::params_from_iter(sql.params.iter()))?;
+    let mut decoded = Vec::new();
+    while let Some(row) = rows.next()? {
+        match decode(row) {
+            Ok(value) => decoded.push(value),
+            Err(error) => return Ok(Err(error)),
+        }
+    }
+    Ok(Ok(decoded))
 }
 
 fn tags_from_json(json: &str) -> Result<BTreeMap<TagKey, TagValue>> {
@@ -342,7 +379,7 @@ impl Store for SqliteStore {
     ) -> Result<()> {
         let devices = devices.to_vec();
         let audit = audit.clone();
-        self.write(move |tx| {
+        let registered = self.write(move |tx| {
             Box::pin(async move {
                 for device in &devices {
                     let seq: i64 = sqlx::query_scalar(
@@ -376,7 +413,9 @@ impl Store for SqliteStore {
                 insert_audit(tx, &audit).await
             })
         })
-        .await
+        .await;
+        self.refresh_planner_statistics().await;
+        registered
     }
 
     async fn device(&self, id: &DeviceId) -> Result<Option<Device>> {
@@ -445,30 +484,62 @@ impl Store for SqliteStore {
         after: Option<&DeviceId>,
         limit: u32,
     ) -> Result<Vec<Device>> {
-        let mut qb = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices d WHERE 1 = 1"
-        ));
-        if let Some(expr) = query {
-            qb.push(" AND ");
-            push_predicate(&mut qb, expr);
+        fn build(
+            sink: &mut impl SqlSink,
+            query: Option<&Expr>,
+            after: Option<&DeviceId>,
+            limit: u32,
+        ) {
+            sink.push(&format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices d WHERE 1 = 1"
+            ));
+            if let Some(expr) = query {
+                sink.push(" AND ");
+                push_predicate(sink, expr, TagForm::for_query(expr));
+            }
+            if let Some(after) = after {
+                sink.push(" AND d.id > ");
+                sink.push_bind(after.as_str().to_owned());
+            }
+            // A number we format ourselves: nothing to inject.
+            sink.push(&format!(
+                " ORDER BY d.id LIMIT {}",
+                limit.min(crate::MAX_PAGE)
+            ));
         }
-        if let Some(after) = after {
-            qb.push(" AND d.id > ");
-            qb.push_bind(after.as_str().to_owned());
+        if let Some(reader) = &self.point_reader {
+            let mut sql = PlainSql::default();
+            build(&mut sql, query, after, limit);
+            return reader
+                .scan(move |conn| all_rows(conn, &sql, |row| device_from_row(row)))
+                .await?;
         }
-        qb.push(" ORDER BY d.id LIMIT ");
-        qb.push_bind(i64::from(limit.min(crate::MAX_PAGE)));
+        let mut qb = QueryBuilder::<Sqlite>::new("");
+        build(&mut qb, query, after, limit);
         let rows = qb.build().fetch_all(&self.pool).await?;
         Self::devices_from_rows(rows)
     }
 
     async fn count_devices(&self, query: Option<&Expr>) -> Result<u64> {
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT count(*) FROM devices d");
-        if let Some(expr) = query {
-            qb.push(" WHERE ");
-            push_predicate(&mut qb, expr);
+        fn build(sink: &mut impl SqlSink, query: Option<&Expr>) {
+            sink.push("SELECT count(*) AS n FROM devices d");
+            if let Some(expr) = query {
+                sink.push(" WHERE ");
+                push_predicate(sink, expr, TagForm::for_query(expr));
+            }
         }
-        let count: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
+        let count: i64 = if let Some(reader) = &self.point_reader {
+            let mut sql = PlainSql::default();
+            build(&mut sql, query);
+            let counts = reader
+                .scan(move |conn| all_rows(conn, &sql, |row| row.int("n")))
+                .await??;
+            counts.into_iter().next().unwrap_or(0)
+        } else {
+            let mut qb = QueryBuilder::<Sqlite>::new("");
+            build(&mut qb, query);
+            qb.build_query_scalar().fetch_one(&self.pool).await?
+        };
         Ok(u64::try_from(count).unwrap_or(0))
     }
 

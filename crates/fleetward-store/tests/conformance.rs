@@ -355,6 +355,32 @@ async fn queries_select_exactly_the_matching_devices() {
                 or(cmp(Field::Id, Eq, "a"), cmp(Field::Id, Eq, "e")),
                 &["a", "e"],
             ),
+            // With an indexed column beside them, tag tests take their other
+            // SQL form (EXISTS); the answers must not change.
+            (
+                "hardware and no tag",
+                and(
+                    cmp(Field::Hardware, Eq, "rev2"),
+                    not(Expr::Has(TagKey::parse("beta").unwrap())),
+                ),
+                &["d"],
+            ),
+            (
+                "hardware and tag differs",
+                and(
+                    cmp(Field::Hardware, Eq, "rev2"),
+                    cmp(tag("region"), Ne, "eu"),
+                ),
+                &["b", "d"],
+            ),
+            (
+                "hardware or tag",
+                or(
+                    cmp(Field::Hardware, Eq, "rev1"),
+                    Expr::Has(TagKey::parse("beta").unwrap()),
+                ),
+                &["a", "b", "c", "e"],
+            ),
         ];
         for (what, expr, expected) in table {
             let got: BTreeSet<String> = ids(&*store, Some(&expr)).await.into_iter().collect();
