@@ -34,7 +34,7 @@ fn log(n: i64, every: u64) -> (Vec<Entry>, Vec<Checkpoint>) {
     let mut checkpoints = Vec::new();
     for i in 1..=n {
         let entry = chain.append(event(i));
-        if entry.seq % every == 0 {
+        if entry.seq.is_multiple_of(every) {
             checkpoints.push(signer.sign(entry.seq, entry.hash, entry.event.server_time_ms));
         }
         entries.push(entry);
@@ -170,7 +170,8 @@ fn every_field_is_covered_by_the_hash() {
     let base = event(10);
     let prev = Hash::GENESIS;
     let original = chain_hash(&prev, 1, &base);
-    let changes: Vec<(&str, Box<dyn Fn(&mut Event)>)> = vec![
+    type Change = Box<dyn Fn(&mut Event)>;
+    let changes: Vec<(&str, Change)> = vec![
         ("kind", Box::new(|e| e.kind = EventKind::Downgrade)),
         ("severity", Box::new(|e| e.severity = Severity::Low)),
         ("device", Box::new(|e| e.device = None)),
