@@ -6,6 +6,7 @@
 //! these types. This crate depends on no async runtime, database or HTTP
 //! crate, and never reads the clock: time is always passed in.
 
+pub mod detect;
 pub mod device;
 pub mod id;
 pub mod query;
