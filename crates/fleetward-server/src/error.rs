@@ -79,6 +79,7 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             StoreError::Conflict(message) => ApiError::conflict(message),
+            StoreError::Invalid(message) => ApiError::unprocessable("invalid_body", message),
             other => {
                 tracing::error!(error = %other, "store failure");
                 if matches!(other, StoreError::Database(sqlx_error) if is_unavailable(&sqlx_error))

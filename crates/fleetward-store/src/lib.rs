@@ -9,6 +9,7 @@
 //! Every mutating method takes the [`AuditEntry`] that describes it and
 //! writes both in one transaction.
 
+pub mod events;
 mod model;
 mod point_read;
 mod query_sql;
@@ -18,6 +19,7 @@ use async_trait::async_trait;
 use fleetward_core::{DeviceId, query::Expr};
 use time::OffsetDateTime;
 
+pub use events::{EventFilter, EventLog};
 pub use model::*;
 pub use sqlite::SqliteStore;
 /// Re-exported so adapters above the store can classify failures.
@@ -35,6 +37,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The request cannot be stored as given (a bound exceeded, a malformed value).
+    #[error("{0}")]
+    Invalid(String),
     #[error("unsupported database URL {0:?}; use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
     #[error("stored data is inconsistent: {0}")]
@@ -58,7 +63,7 @@ pub struct PoolStats {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store: EventLog + Send + Sync + std::fmt::Debug {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<()>;
     fn pool_stats(&self) -> PoolStats;

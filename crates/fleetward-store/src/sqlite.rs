@@ -21,6 +21,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
+mod events;
+
 use crate::point_read::PointReader;
 use crate::query_sql::{PlainSql, SqlSink, TagForm, push_predicate};
 use crate::{
@@ -253,7 +255,10 @@ pub(crate) fn from_millis(millis: i64) -> Result<OffsetDateTime> {
         .map_err(|e| StoreError::Corrupt(format!("timestamp {millis}: {e}")))
 }
 
+/// Writes the audit record and its twin in the security-event log, in the
+/// caller's transaction.
 async fn insert_audit(tx: &mut Transaction<'static, Sqlite>, entry: &AuditEntry) -> Result<()> {
+    events::append_in(tx, &[crate::events::operator_event(entry)]).await?;
     sqlx::query("INSERT INTO audit_log (at, actor, action, target, source, detail) VALUES (?, ?, ?, ?, ?, ?)")
         .bind(to_millis(entry.at))
         .bind(&entry.actor)

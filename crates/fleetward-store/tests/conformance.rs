@@ -426,3 +426,263 @@ async fn devices_seen_since() {
     })
     .await;
 }
+
+fn security_event(
+    n: i64,
+    kind: fleetward_events::EventKind,
+    device: Option<&str>,
+) -> fleetward_events::Event {
+    fleetward_events::Event {
+        kind,
+        severity: kind.default_severity(),
+        device: device.map(|d| DeviceId::parse(d).unwrap()),
+        source: Some("192.0.2.1".into()),
+        server_time_ms: 1_790_000_000_000 + n,
+        device_time_ms: None,
+        message: format!("event {n}"),
+        detail: "{}".into(),
+    }
+}
+
+fn checkpoint_signer() -> fleetward_events::CheckpointSigner {
+    fleetward_events::CheckpointSigner::from_bytes(&[3; 32])
+}
+
+/// Verifies the whole stored log the way `fleetward events verify` does.
+async fn verify_log(
+    store: &dyn Store,
+) -> Result<fleetward_events::Summary, fleetward_events::Tamper> {
+    let filter = fleetward_store::EventFilter::default();
+    let mut entries = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_events(&filter, after, 1000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.seq);
+        entries.extend(page);
+    }
+    let checkpoints = store.checkpoints().await.unwrap();
+    let anchor = store.event_anchor().await.unwrap();
+    fleetward_events::verify(
+        entries,
+        &checkpoints,
+        &checkpoint_signer().verifying_key(),
+        anchor.as_ref(),
+    )
+}
+
+#[tokio::test]
+async fn the_event_log_chains_filters_checkpoints_and_prunes() {
+    use fleetward_events::{EventKind, Severity};
+    each_backend(|store| async move {
+        assert_eq!(store.event_head().await.unwrap().0, 0);
+        // Audited changes land in the event log in the same transaction.
+        store
+            .register_devices(
+                &[device("a", "rev1", None, &[])],
+                now(),
+                &audit("device.register"),
+            )
+            .await
+            .unwrap();
+        let events: Vec<_> = (1..=20)
+            .map(|n| {
+                let kind = if n % 4 == 0 {
+                    EventKind::HandshakeRefused
+                } else {
+                    EventKind::DeviceEnrolled
+                };
+                security_event(n, kind, (n % 2 == 0).then_some("a"))
+            })
+            .collect();
+        let entries = store.append_events(&events).await.unwrap();
+        assert_eq!(
+            entries.first().unwrap().seq,
+            2,
+            "after the audited registration"
+        );
+        assert_eq!(
+            store.event_head().await.unwrap(),
+            (21, entries.last().unwrap().hash)
+        );
+        let first = store.event(1).await.unwrap().unwrap();
+        assert_eq!(first.event.kind, EventKind::OperatorAction);
+        assert!(
+            first.event.message.contains("device.register"),
+            "{}",
+            first.event.message
+        );
+
+        let check = |filter: fleetward_store::EventFilter, expected: usize| {
+            let store = store.clone();
+            async move {
+                let found = store.list_events(&filter, None, 1000).await.unwrap();
+                assert_eq!(found.len(), expected, "{filter:?}");
+            }
+        };
+        check(Default::default(), 21).await;
+        check(
+            fleetward_store::EventFilter {
+                kinds: vec![EventKind::HandshakeRefused],
+                ..Default::default()
+            },
+            5,
+        )
+        .await;
+        check(
+            fleetward_store::EventFilter {
+                min_severity: Some(Severity::Medium),
+                ..Default::default()
+            },
+            5,
+        )
+        .await;
+        check(
+            fleetward_store::EventFilter {
+                device: Some(DeviceId::parse("a").unwrap()),
+                ..Default::default()
+            },
+            10,
+        )
+        .await;
+        check(
+            fleetward_store::EventFilter {
+                since_ms: Some(1_790_000_000_000 + 5),
+                until_ms: Some(1_790_000_000_000 + 10),
+                ..Default::default()
+            },
+            5,
+        )
+        .await;
+        let page = store
+            .list_events(&Default::default(), Some(15), 3)
+            .await
+            .unwrap();
+        assert_eq!(
+            page.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![16, 17, 18]
+        );
+
+        // Bad input changes nothing.
+        let mut oversized = security_event(99, EventKind::DeviceEnrolled, None);
+        oversized.message = "x".repeat(5000);
+        let error = store
+            .append_events(&[
+                security_event(98, EventKind::DeviceEnrolled, None),
+                oversized,
+            ])
+            .await;
+        assert!(matches!(error, Err(StoreError::Invalid(_))), "{error:?}");
+        assert_eq!(
+            store.event_head().await.unwrap().0,
+            21,
+            "nothing half-appended"
+        );
+
+        // Checkpoints must match the log.
+        let signer = checkpoint_signer();
+        let at_10 = store.event(10).await.unwrap().unwrap();
+        let wrong = signer.sign(10, entries[0].hash, 0);
+        assert!(matches!(
+            store.add_checkpoint(&wrong).await,
+            Err(StoreError::Conflict(_))
+        ));
+        store
+            .add_checkpoint(&signer.sign(10, at_10.hash, 1))
+            .await
+            .unwrap();
+        let at_20 = store.event(20).await.unwrap().unwrap();
+        store
+            .add_checkpoint(&signer.sign(20, at_20.hash, 2))
+            .await
+            .unwrap();
+        let summary = verify_log(&*store).await.unwrap();
+        assert_eq!(
+            (summary.entries, summary.checkpoints, summary.unsigned_tail),
+            (21, 2, 1)
+        );
+
+        // Retention: entries before event 13's time go, up to the checkpoint at 10.
+        let cutoff = at_10.event.server_time_ms.max(1_790_000_000_000 + 12);
+        let pruned = store
+            .prune_events(cutoff, &audit("events.prune"))
+            .await
+            .unwrap();
+        assert_eq!(pruned, 10);
+        let anchor = store.event_anchor().await.unwrap().unwrap();
+        assert_eq!(anchor.seq, 10);
+        let summary = verify_log(&*store).await.unwrap();
+        assert_eq!(
+            summary.first_seq,
+            Some(11),
+            "the rest verifies from the anchor"
+        );
+        assert_eq!(summary.last_seq, Some(22), "the prune itself was audited");
+    })
+    .await;
+}
+
+/// Someone holding the database file drops the triggers and edits rows;
+/// verification names the entry.
+#[tokio::test]
+async fn tampering_with_the_sqlite_file_is_found() {
+    use fleetward_events::{EventKind, TamperKind};
+    let backend = sqlite().await;
+    let store = backend.store.clone();
+    let events: Vec<_> = (1..=12)
+        .map(|n| security_event(n, EventKind::DeviceEnrolled, None))
+        .collect();
+    store.append_events(&events).await.unwrap();
+    let signer = checkpoint_signer();
+    let at_10 = store.event(10).await.unwrap().unwrap();
+    store
+        .add_checkpoint(&signer.sign(10, at_10.hash, 1))
+        .await
+        .unwrap();
+    let path = backend._dir.path().join("conformance.db");
+
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let refused = db.execute("UPDATE security_events SET message = 'x' WHERE seq = 4", []);
+    assert!(refused.is_err(), "the trigger refuses edits");
+    assert!(
+        db.execute("DELETE FROM security_events WHERE seq = 4", [])
+            .is_err()
+    );
+
+    db.execute_batch(
+        "DROP TRIGGER security_events_no_update; DROP TRIGGER security_events_no_delete;",
+    )
+    .unwrap();
+    db.execute(
+        "UPDATE security_events SET message = 'nothing happened' WHERE seq = 4",
+        [],
+    )
+    .unwrap();
+    let tamper = verify_log(&*store).await.unwrap_err();
+    assert_eq!((tamper.seq, tamper.kind), (4, TamperKind::Edited));
+
+    db.execute(
+        "UPDATE security_events SET message = 'event 4' WHERE seq = 4",
+        [],
+    )
+    .unwrap();
+    assert!(verify_log(&*store).await.is_ok(), "restored");
+    db.execute("DELETE FROM security_events WHERE seq = 6", [])
+        .unwrap();
+    let tamper = verify_log(&*store).await.unwrap_err();
+    assert_eq!(tamper.seq, 7);
+    db.execute("DELETE FROM security_events WHERE seq >= 7", [])
+        .unwrap();
+    let tamper = verify_log(&*store).await.unwrap_err();
+    assert!(
+        matches!(
+            tamper.kind,
+            TamperKind::Truncated {
+                checkpoint_seq: 10,
+                ..
+            }
+        ),
+        "{tamper}"
+    );
+    store.close().await;
+}

@@ -1,0 +1,297 @@
+//! [`EventLog`] for SQLite.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use fleetward_core::DeviceId;
+use fleetward_events::{Chain, Checkpoint, Entry, Event, EventKind, Hash, Severity};
+use sqlx::{Sqlite, Transaction};
+
+use super::{Columns, SqliteStore, all_rows, insert_audit};
+use crate::events::{EventFilter, EventLog};
+use crate::point_read::PointReader;
+use crate::query_sql::{PlainSql, SqlSink};
+use crate::{AuditEntry, Result, StoreError};
+
+const ENTRY_COLUMNS: &str = "seq, kind, severity, device, source, server_time, device_time, \
+     message, detail, prev_hash, hash";
+
+/// Appends to the chain inside a write transaction: reads the head, links
+/// each event to the one before, moves the head.
+pub(crate) async fn append_in(
+    tx: &mut Transaction<'static, Sqlite>,
+    events: &[Event],
+) -> Result<Vec<Entry>> {
+    let (seq, hash): (i64, Vec<u8>) =
+        sqlx::query_as("SELECT seq, hash FROM event_head WHERE id = 1")
+            .fetch_one(&mut **tx)
+            .await?;
+    let mut chain = Chain::after(to_seq(seq)?, to_hash(&hash)?);
+    let mut entries = Vec::with_capacity(events.len());
+    for event in events {
+        event
+            .check()
+            .map_err(|e| StoreError::Invalid(format!("security event: {e}")))?;
+        let entry = chain.append(event.clone());
+        sqlx::query(
+            "INSERT INTO security_events (seq, kind, severity, device, source, server_time, \
+             device_time, message, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(from_seq(entry.seq)?)
+        .bind(entry.event.kind.as_str())
+        .bind(entry.event.severity.as_str())
+        .bind(entry.event.device.as_ref().map(DeviceId::as_str))
+        .bind(entry.event.source.as_deref())
+        .bind(entry.event.server_time_ms)
+        .bind(entry.event.device_time_ms)
+        .bind(&entry.event.message)
+        .bind(&entry.event.detail)
+        .bind(entry.prev_hash.0.as_slice())
+        .bind(entry.hash.0.as_slice())
+        .execute(&mut **tx)
+        .await?;
+        entries.push(entry);
+    }
+    sqlx::query("UPDATE event_head SET seq = ?, hash = ? WHERE id = 1")
+        .bind(from_seq(chain.next_seq - 1)?)
+        .bind(chain.last_hash.0.as_slice())
+        .execute(&mut **tx)
+        .await?;
+    Ok(entries)
+}
+
+fn to_seq(seq: i64) -> Result<u64> {
+    u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("negative sequence number {seq}")))
+}
+
+fn from_seq(seq: u64) -> Result<i64> {
+    i64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("sequence number {seq} too large")))
+}
+
+fn to_hash(bytes: &[u8]) -> Result<Hash> {
+    let array: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("a chain hash is not 32 bytes".into()))?;
+    Ok(Hash(array))
+}
+
+fn entry_from_row(row: &impl Columns) -> Result<Entry> {
+    let seq = to_seq(row.int("seq")?)?;
+    let corrupt = |what: String| StoreError::Corrupt(format!("security event {seq}: {what}"));
+    let kind = row.text("kind")?;
+    let severity = row.text("severity")?;
+    let device = row
+        .opt_text("device")?
+        .map(|d| DeviceId::parse(&d).map_err(|e| corrupt(e.to_string())))
+        .transpose()?;
+    Ok(Entry {
+        seq,
+        prev_hash: to_hash(&row.blob("prev_hash")?)?,
+        hash: to_hash(&row.blob("hash")?)?,
+        event: Event {
+            kind: EventKind::parse(&kind)
+                .ok_or_else(|| corrupt(format!("unknown kind {kind:?}")))?,
+            severity: Severity::parse(&severity)
+                .ok_or_else(|| corrupt(format!("unknown severity {severity:?}")))?,
+            device,
+            source: row.opt_text("source")?,
+            server_time_ms: row.int("server_time")?,
+            device_time_ms: row.opt_int("device_time")?,
+            message: row.text("message")?,
+            detail: row.text("detail")?,
+        },
+    })
+}
+
+fn checkpoint_from_row(row: &impl Columns) -> Result<Checkpoint> {
+    let signature: [u8; 64] = row
+        .blob("signature")?
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("a checkpoint signature is not 64 bytes".into()))?;
+    Ok(Checkpoint {
+        seq: to_seq(row.int("seq")?)?,
+        hash: to_hash(&row.blob("hash")?)?,
+        signed_at_ms: row.int("signed_at")?,
+        signature,
+    })
+}
+
+impl SqliteStore {
+    fn reader(&self) -> Result<&Arc<PointReader>> {
+        self.point_reader.as_ref().ok_or_else(|| {
+            StoreError::Invalid("the security-event log needs a file-backed database".into())
+        })
+    }
+}
+
+#[async_trait]
+impl EventLog for SqliteStore {
+    async fn append_events(&self, events: &[Event]) -> Result<Vec<Entry>> {
+        let events = events.to_vec();
+        self.write(move |tx| Box::pin(async move { append_in(tx, &events).await }))
+            .await
+    }
+
+    async fn event_head(&self) -> Result<(u64, Hash)> {
+        let (seq, hash): (i64, Vec<u8>) =
+            sqlx::query_as("SELECT seq, hash FROM event_head WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((to_seq(seq)?, to_hash(&hash)?))
+    }
+
+    async fn list_events(
+        &self,
+        filter: &EventFilter,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<Entry>> {
+        let mut sql = PlainSql::default();
+        sql.push(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM security_events WHERE seq > "
+        ));
+        sql.push(&after.unwrap_or(0).to_string());
+        if !filter.kinds.is_empty() {
+            sql.push(" AND kind IN (");
+            for (n, kind) in filter.kinds.iter().enumerate() {
+                if n > 0 {
+                    sql.push(", ");
+                }
+                sql.push_bind(kind.as_str().to_owned());
+            }
+            sql.push(")");
+        }
+        if let Some(min) = filter.min_severity {
+            let allowed: Vec<&str> = Severity::ALL
+                .iter()
+                .filter(|s| **s >= min)
+                .map(|s| s.as_str())
+                .collect();
+            sql.push(" AND severity IN (");
+            for (n, severity) in allowed.iter().enumerate() {
+                if n > 0 {
+                    sql.push(", ");
+                }
+                sql.push_bind((*severity).to_owned());
+            }
+            sql.push(")");
+        }
+        if let Some(device) = &filter.device {
+            sql.push(" AND device = ");
+            sql.push_bind(device.as_str().to_owned());
+        }
+        if let Some(since) = filter.since_ms {
+            sql.push(&format!(" AND server_time >= {since}"));
+        }
+        if let Some(until) = filter.until_ms {
+            sql.push(&format!(" AND server_time < {until}"));
+        }
+        sql.push(&format!(
+            " ORDER BY seq LIMIT {}",
+            limit.min(crate::MAX_PAGE)
+        ));
+        self.reader()?
+            .scan(move |conn| all_rows(conn, &sql, |row| entry_from_row(row)))
+            .await?
+    }
+
+    async fn event(&self, seq: u64) -> Result<Option<Entry>> {
+        let mut sql = PlainSql::default();
+        sql.push(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM security_events WHERE seq = {seq}"
+        ));
+        let entries = self
+            .reader()?
+            .scan(move |conn| all_rows(conn, &sql, |row| entry_from_row(row)))
+            .await??;
+        Ok(entries.into_iter().next())
+    }
+
+    async fn add_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
+        let checkpoint = checkpoint.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                let (head, hash): (i64, Vec<u8>) = sqlx::query_as(
+                    "SELECT seq, hash FROM security_events WHERE seq = ?",
+                )
+                .bind(from_seq(checkpoint.seq)?)
+                .fetch_optional(&mut **tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("security event {}", checkpoint.seq)))?;
+                if to_hash(&hash)? != checkpoint.hash {
+                    return Err(StoreError::Conflict(format!(
+                        "checkpoint for event {head} names another hash than the log has"
+                    )));
+                }
+                sqlx::query(
+                    "INSERT OR IGNORE INTO event_checkpoints (seq, hash, signed_at, signature) VALUES (?, ?, ?, ?)",
+                )
+                .bind(head)
+                .bind(checkpoint.hash.0.as_slice())
+                .bind(checkpoint.signed_at_ms)
+                .bind(checkpoint.signature.as_slice())
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        let mut sql = PlainSql::default();
+        sql.push(
+            "SELECT seq, hash, signed_at, signature FROM event_checkpoints \
+             WHERE seq > COALESCE((SELECT seq FROM event_anchor WHERE id = 1), 0) ORDER BY seq",
+        );
+        self.reader()?
+            .scan(move |conn| all_rows(conn, &sql, |row| checkpoint_from_row(row)))
+            .await?
+    }
+
+    async fn event_anchor(&self) -> Result<Option<Checkpoint>> {
+        let mut sql = PlainSql::default();
+        sql.push(
+            "SELECT c.seq, c.hash, c.signed_at, c.signature FROM event_checkpoints c \
+             JOIN event_anchor a ON a.seq = c.seq WHERE a.id = 1",
+        );
+        let anchors = self
+            .reader()?
+            .scan(move |conn| all_rows(conn, &sql, |row| checkpoint_from_row(row)))
+            .await??;
+        Ok(anchors.into_iter().next())
+    }
+
+    async fn prune_events(&self, before_ms: i64, audit: &AuditEntry) -> Result<u64> {
+        let audit = audit.clone();
+        self.write(move |tx| {
+            Box::pin(async move {
+                // The newest checkpoint whose entry is older than the cut-off.
+                let anchor: Option<i64> = sqlx::query_scalar(
+                    "SELECT max(c.seq) FROM event_checkpoints c \
+                     JOIN security_events e ON e.seq = c.seq WHERE e.server_time < ?",
+                )
+                .bind(before_ms)
+                .fetch_one(&mut **tx)
+                .await?;
+                let Some(anchor) = anchor else {
+                    return Ok(0);
+                };
+                sqlx::query("INSERT OR REPLACE INTO event_anchor (id, seq) VALUES (1, ?)")
+                    .bind(anchor)
+                    .execute(&mut **tx)
+                    .await?;
+                let deleted = sqlx::query("DELETE FROM security_events WHERE seq <= ?")
+                    .bind(anchor)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                let mut audit = audit;
+                audit.detail = serde_json::json!({ "pruned": deleted, "anchor": anchor });
+                insert_audit(tx, &audit).await?;
+                Ok(deleted)
+            })
+        })
+        .await
+    }
+}
