@@ -27,4 +27,4 @@ mod verify;
 
 pub use chain::{Chain, Checkpoint, CheckpointSigner, Entry, Hash, chain_hash};
 pub use event::{Event, EventError, EventKind, Severity};
-pub use verify::{Summary, Tamper, TamperKind, verify};
+pub use verify::{Summary, Tamper, TamperKind, Verifier, verify};

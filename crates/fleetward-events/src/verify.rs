@@ -48,8 +48,7 @@ pub enum TamperKind {
 /// Verifies `entries` (in stored order) against `checkpoints` (any order)
 /// and the server's checkpoint key. `anchor` is the checkpoint that covers
 /// a pruned prefix, if entries were pruned; without one the log must start
-/// at entry 1 from the genesis hash. Memory stays constant in the number of
-/// entries.
+/// at entry 1 from the genesis hash.
 pub fn verify<I>(
     entries: I,
     checkpoints: &[Checkpoint],
@@ -59,46 +58,74 @@ pub fn verify<I>(
 where
     I: IntoIterator<Item = Entry>,
 {
-    let mut sorted: Vec<&Checkpoint> = checkpoints.iter().collect();
-    sorted.sort_by_key(|c| c.seq);
-    if let Some(anchor) = anchor {
-        sorted.retain(|c| c.seq > anchor.seq);
-        if !anchor.signature_is_valid(key) {
-            return Err(Tamper {
-                seq: anchor.seq,
-                kind: TamperKind::BadSignature,
-            });
-        }
+    let mut verifier = Verifier::new(checkpoints, key, anchor)?;
+    for entry in entries {
+        verifier.push(&entry)?;
     }
-    for checkpoint in &sorted {
-        if !checkpoint.signature_is_valid(key) {
-            return Err(Tamper {
-                seq: checkpoint.seq,
-                kind: TamperKind::BadSignature,
-            });
+    verifier.finish()
+}
+
+/// [`verify`] one entry at a time, for logs read in pages from a database
+/// or a file: memory stays constant in the number of entries.
+#[derive(Debug)]
+pub struct Verifier {
+    /// Checkpoints not reached yet, highest first (popped from the end).
+    pending: Vec<Checkpoint>,
+    expected_seq: u64,
+    prev: Hash,
+    anchored: bool,
+    last_signed: u64,
+    summary: Summary,
+}
+
+impl Verifier {
+    /// Checks every signature up front; a forged checkpoint fails here.
+    pub fn new(
+        checkpoints: &[Checkpoint],
+        key: &VerifyingKey,
+        anchor: Option<&Checkpoint>,
+    ) -> Result<Verifier, Tamper> {
+        let mut pending: Vec<Checkpoint> = checkpoints
+            .iter()
+            .filter(|c| anchor.is_none_or(|a| c.seq > a.seq))
+            .cloned()
+            .collect();
+        for checkpoint in anchor.into_iter().chain(pending.iter()) {
+            if !checkpoint.signature_is_valid(key) {
+                return Err(Tamper {
+                    seq: checkpoint.seq,
+                    kind: TamperKind::BadSignature,
+                });
+            }
         }
+        pending.sort_by_key(|c| std::cmp::Reverse(c.seq));
+        let (expected_seq, prev) = match anchor {
+            Some(anchor) => (anchor.seq + 1, anchor.hash),
+            None => (1, Hash::GENESIS),
+        };
+        Ok(Verifier {
+            pending,
+            expected_seq,
+            prev,
+            anchored: anchor.is_some(),
+            last_signed: anchor.map_or(0, |a| a.seq),
+            summary: Summary {
+                entries: 0,
+                first_seq: None,
+                last_seq: None,
+                checkpoints: 0,
+                unsigned_tail: 0,
+            },
+        })
     }
 
-    let (mut expected_seq, mut prev) = match anchor {
-        Some(anchor) => (anchor.seq + 1, anchor.hash),
-        None => (1, Hash::GENESIS),
-    };
-    let mut pending = sorted.iter().peekable();
-    let mut summary = Summary {
-        entries: 0,
-        first_seq: None,
-        last_seq: None,
-        checkpoints: 0,
-        unsigned_tail: 0,
-    };
-    let mut last_signed = anchor.map_or(0, |a| a.seq);
-    for entry in entries {
+    pub fn push(&mut self, entry: &Entry) -> Result<(), Tamper> {
         let seq = entry.seq;
-        if seq != expected_seq {
+        if seq != self.expected_seq {
             return Err(Tamper {
                 seq,
                 kind: TamperKind::SequenceBroken {
-                    expected: expected_seq,
+                    expected: self.expected_seq,
                 },
             });
         }
@@ -108,39 +135,49 @@ where
                 kind: TamperKind::Edited,
             });
         }
-        if entry.prev_hash != prev {
-            let kind = if summary.entries == 0 && anchor.is_some() {
+        if entry.prev_hash != self.prev {
+            let kind = if self.summary.entries == 0 && self.anchored {
                 TamperKind::AnchorMismatch
             } else {
                 TamperKind::BrokenLink
             };
             return Err(Tamper { seq, kind });
         }
-        while let Some(checkpoint) = pending.next_if(|c| c.seq <= seq) {
+        while self.pending.last().is_some_and(|c| c.seq <= seq) {
+            let Some(checkpoint) = self.pending.pop() else {
+                break;
+            };
             if checkpoint.seq < seq || checkpoint.hash != entry.hash {
                 return Err(Tamper {
                     seq: checkpoint.seq,
                     kind: TamperKind::CheckpointMismatch,
                 });
             }
-            summary.checkpoints += 1;
-            last_signed = seq;
+            self.summary.checkpoints += 1;
+            self.last_signed = seq;
         }
-        summary.first_seq.get_or_insert(seq);
-        summary.last_seq = Some(seq);
-        summary.entries += 1;
-        prev = entry.hash;
-        expected_seq = seq + 1;
+        self.summary.first_seq.get_or_insert(seq);
+        self.summary.last_seq = Some(seq);
+        self.summary.entries += 1;
+        self.prev = entry.hash;
+        self.expected_seq = seq + 1;
+        Ok(())
     }
-    if let Some(checkpoint) = pending.next() {
-        return Err(Tamper {
-            seq: checkpoint.seq,
-            kind: TamperKind::Truncated {
-                checkpoint_seq: checkpoint.seq,
-                last_seq: summary.last_seq.unwrap_or(last_signed),
-            },
-        });
+
+    pub fn finish(mut self) -> Result<Summary, Tamper> {
+        if let Some(checkpoint) = self.pending.pop() {
+            return Err(Tamper {
+                seq: checkpoint.seq,
+                kind: TamperKind::Truncated {
+                    checkpoint_seq: checkpoint.seq,
+                    last_seq: self.summary.last_seq.unwrap_or(self.last_signed),
+                },
+            });
+        }
+        self.summary.unsigned_tail = self
+            .summary
+            .last_seq
+            .map_or(0, |last| last - self.last_signed);
+        Ok(self.summary)
     }
-    summary.unsigned_tail = summary.last_seq.map_or(0, |last| last - last_signed);
-    Ok(summary)
 }

@@ -55,6 +55,7 @@ pub async fn initialize(
             detail: serde_json::json!({ "role": "admin", "name": record.name }),
         };
         store.insert_token(&record, &audit).await?;
+        crate::events::load_or_create_key(data_dir)?;
         Ok(Initialized {
             admin_token: minted.token,
             token_id: minted.id,

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod events;
 pub mod init;
 pub mod metrics;
 
@@ -52,6 +53,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     pub config: Arc<ServerConfig>,
     pub tokens: Arc<auth::TokenCache>,
+    /// Signs checkpoints of the security-event log.
+    pub event_signer: Arc<fleetward_events::CheckpointSigner>,
 }
 
 impl AppState {
@@ -157,6 +160,7 @@ pub async fn start_with_store(
         operator: operator_listener.local_addr()?,
         device: device_listener.local_addr()?,
     };
+    let event_signer = events::load_or_create_key(&config.data_dir)?;
     write_server_json(&config.data_dir, &addrs)?;
     tracing::info!(operator = %addrs.operator, device = %addrs.device, "listening");
 
@@ -165,6 +169,7 @@ pub async fn start_with_store(
         metrics: metrics::Metrics::new(),
         config: Arc::new(config),
         tokens: Arc::default(),
+        event_signer: Arc::new(event_signer),
     };
     let (shutdown, watcher) = watch::channel(false);
     let operator = axum::serve(
@@ -178,8 +183,14 @@ pub async fn start_with_store(
     )
     .with_graceful_shutdown(stopped(watcher));
     let data_dir = state.config.data_dir.clone();
+    let checkpoints = events::checkpoint_task(
+        store.clone(),
+        state.event_signer.clone(),
+        shutdown.subscribe(),
+    );
     let task = tokio::spawn(async move {
-        let (operator, device) = tokio::join!(operator.into_future(), device.into_future());
+        let (operator, device, ()) =
+            tokio::join!(operator.into_future(), device.into_future(), checkpoints);
         store.close().await;
         let _ = std::fs::remove_file(data_dir.join(SERVER_JSON));
         operator.context("operator listener")?;

@@ -67,6 +67,9 @@ pub enum Command {
     /// The audit log of operator actions.
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),
+    /// The tamper-evident security-event log: list, show, export, verify.
+    #[command(subcommand)]
+    Events(cmd::events::EventsCommand),
     /// Server settings.
     #[command(subcommand)]
     Settings(cmd::settings::SettingsCommand),

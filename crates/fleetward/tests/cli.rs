@@ -250,10 +250,74 @@ fn operator_session_over_a_real_server() {
         assert!(actions.contains(&action), "{action} audited: {actions:?}");
     }
 
+    // The same changes are in the security-event log; an export verifies
+    // offline, and an edited export does not.
+    let export = dir.path().join("events.jsonl");
+    let checkpoints = dir.path().join("checkpoints.json");
+    let (code, _, err) = server.cli(&[
+        "events",
+        "export",
+        "--output",
+        export.to_str().unwrap(),
+        "--checkpoints",
+        checkpoints.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let verify_export = |path: &Path| {
+        run(fleetward(&server.data_dir).args([
+            "events",
+            "verify",
+            "--from",
+            path.to_str().unwrap(),
+            "--checkpoints",
+            checkpoints.to_str().unwrap(),
+        ]))
+    };
+    let (code, out, err) = verify_export(&export);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("ok: "), "{out}");
+    let text = std::fs::read_to_string(&export).unwrap();
+    let forged = text.replacen("device.register", "device.reboot", 1);
+    assert_ne!(forged, text);
+    let forged_path = dir.path().join("forged.jsonl");
+    std::fs::write(&forged_path, forged).unwrap();
+    let (code, out, _) = verify_export(&forged_path);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("TAMPERED: entry"), "{out}");
+
+    let (code, syslog, err) = server.cli(&[
+        "events",
+        "export",
+        "--format",
+        "syslog",
+        "--kind",
+        "operator.action",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let first = syslog.lines().next().unwrap();
+    assert!(
+        first.starts_with("<110>1 "),
+        "facility 13, severity info: {first}"
+    );
+    assert!(
+        first.contains(" fleetward - operator.action [fleetward@32473 seq=\"1\""),
+        "{first}"
+    );
+
     // SIGTERM: a clean exit, and server.json is gone.
     let data_dir = server.data_dir.clone();
     assert_eq!(server.terminate(), 0);
     assert!(!data_dir.join("server.json").exists());
+
+    // Offline, from the database: the shutdown signed a checkpoint.
+    let (code, out, err) = run(fleetward(&data_dir).args(["events", "verify"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("1 signed checkpoints, 0 entries after"),
+        "{out}"
+    );
+    let (code, _, err) = run(fleetward(&dir.path().join("nowhere")).args(["events", "verify"]));
+    assert_eq!(code, 2, "{err}");
 
     // With the server gone, the CLI says so with its own exit code.
     let (code, _, err) = run(fleetward(&data_dir)

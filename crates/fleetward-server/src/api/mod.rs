@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod devices;
+pub mod events;
 pub mod meta;
 pub mod settings;
 pub mod tokens;
@@ -55,6 +56,10 @@ pub fn operator_api() -> OpenApiRouter<AppState> {
         .routes(routes!(devices::count_devices))
         .routes(routes!(devices::get_device, devices::update_device))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(events::list_events))
+        .routes(routes!(events::event_checkpoints))
+        .routes(routes!(events::verify_events))
+        .routes(routes!(events::get_event))
         .routes(routes!(settings::get_settings, settings::put_settings))
 }
 

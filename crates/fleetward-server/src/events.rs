@@ -1,0 +1,243 @@
+//! The server's side of the security-event log: its checkpoint key, the
+//! task that signs checkpoints, and conversions to and from the wire form
+//! (exports must verify offline exactly as the database does).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use fleetward_core::DeviceId;
+use fleetward_events::{Checkpoint, CheckpointSigner, Entry, Event, EventKind, Hash, Severity};
+use fleetward_store::Store;
+use fleetward_wire::events::{EventCheckpoint, SecurityEvent};
+use rand::RngCore as _;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+/// Where the checkpoint key lives, relative to the data dir.
+pub const KEY_FILE: &str = "keys/event-checkpoint.key";
+
+/// How often new entries get a signed checkpoint.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Loads the checkpoint key, creating it (mode 0600) if there is none.
+pub fn load_or_create_key(data_dir: &Path) -> anyhow::Result<CheckpointSigner> {
+    let path = data_dir.join(KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let mut secret = [0u8; 32];
+            hex::decode_to_slice(text.trim(), &mut secret)
+                .with_context(|| format!("{} is not a 32-byte hex key", path.display()))?;
+            Ok(CheckpointSigner::from_bytes(&secret))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut secret = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut secret);
+            write_secret(&path, &hex::encode(secret))?;
+            Ok(CheckpointSigner::from_bytes(&secret))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Writes a secret file readable by its owner only, never replacing one.
+fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Signs a checkpoint for the head of the log if it moved since the last one.
+pub async fn checkpoint_now(
+    store: &dyn Store,
+    signer: &CheckpointSigner,
+    now: OffsetDateTime,
+) -> anyhow::Result<Option<Checkpoint>> {
+    let (seq, hash) = store.event_head().await?;
+    let last = store.checkpoints().await?.last().map(|c| c.seq);
+    let anchored = store.event_anchor().await?.map(|a| a.seq);
+    if seq == 0 || Some(seq) == last.or(anchored) {
+        return Ok(None);
+    }
+    let checkpoint = signer.sign(seq, hash, millis(now));
+    store.add_checkpoint(&checkpoint).await?;
+    Ok(Some(checkpoint))
+}
+
+/// Signs checkpoints every [`CHECKPOINT_INTERVAL`] until shutdown, then once more.
+pub async fn checkpoint_task(
+    store: Arc<dyn Store>,
+    signer: Arc<CheckpointSigner>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // The first checkpoint comes one interval after start, not at once.
+    let mut ticks = tokio::time::interval_at(
+        tokio::time::Instant::now() + CHECKPOINT_INTERVAL,
+        CHECKPOINT_INTERVAL,
+    );
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+        if let Err(error) = checkpoint_now(&*store, &signer, OffsetDateTime::now_utc()).await {
+            tracing::warn!(error = %format!("{error:#}"), "signing an event checkpoint failed");
+        }
+    }
+    if let Err(error) = checkpoint_now(&*store, &signer, OffsetDateTime::now_utc()).await {
+        tracing::warn!(error = %format!("{error:#}"), "signing the final event checkpoint failed");
+    }
+}
+
+pub fn millis(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+pub fn to_wire(entry: &Entry) -> SecurityEvent {
+    let e = &entry.event;
+    SecurityEvent {
+        seq: entry.seq,
+        kind: e.kind.as_str().to_owned(),
+        severity: e.severity.as_str().to_owned(),
+        device: e.device.as_ref().map(ToString::to_string),
+        source: e.source.clone(),
+        server_time: OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(e.server_time_ms) * 1_000_000,
+        )
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        server_time_ms: e.server_time_ms,
+        device_time_ms: e.device_time_ms,
+        message: e.message.clone(),
+        detail: e.detail.clone(),
+        prev_hash: entry.prev_hash.to_hex(),
+        hash: entry.hash.to_hex(),
+    }
+}
+
+/// Reads an exported entry back; anything that does not parse is refused
+/// with the entry's number, since an export is untrusted input.
+pub fn from_wire(wire: &SecurityEvent) -> anyhow::Result<Entry> {
+    let seq = wire.seq;
+    let kind = EventKind::parse(&wire.kind)
+        .with_context(|| format!("entry {seq}: unknown kind {:?}", wire.kind))?;
+    let severity = Severity::parse(&wire.severity)
+        .with_context(|| format!("entry {seq}: unknown severity {:?}", wire.severity))?;
+    let device = wire
+        .device
+        .as_deref()
+        .map(DeviceId::parse)
+        .transpose()
+        .with_context(|| format!("entry {seq}: bad device id"))?;
+    let hash = |text: &str| {
+        Hash::from_hex(text).with_context(|| format!("entry {seq}: bad hash {text:?}"))
+    };
+    Ok(Entry {
+        seq,
+        prev_hash: hash(&wire.prev_hash)?,
+        hash: hash(&wire.hash)?,
+        event: Event {
+            kind,
+            severity,
+            device,
+            source: wire.source.clone(),
+            server_time_ms: wire.server_time_ms,
+            device_time_ms: wire.device_time_ms,
+            message: wire.message.clone(),
+            detail: wire.detail.clone(),
+        },
+    })
+}
+
+pub fn checkpoint_to_wire(c: &Checkpoint) -> EventCheckpoint {
+    EventCheckpoint {
+        seq: c.seq,
+        hash: c.hash.to_hex(),
+        signed_at_ms: c.signed_at_ms,
+        signature: hex::encode(c.signature),
+    }
+}
+
+pub fn checkpoint_from_wire(c: &EventCheckpoint) -> anyhow::Result<Checkpoint> {
+    let Some(hash) = Hash::from_hex(&c.hash) else {
+        bail!("checkpoint {}: bad hash", c.seq);
+    };
+    let mut signature = [0u8; 64];
+    hex::decode_to_slice(&c.signature, &mut signature)
+        .with_context(|| format!("checkpoint {}: bad signature encoding", c.seq))?;
+    Ok(Checkpoint {
+        seq: c.seq,
+        hash,
+        signed_at_ms: c.signed_at_ms,
+        signature,
+    })
+}
+
+/// Verifies the log in a store, page by page, against `key`.
+pub async fn verify_store(
+    store: &dyn Store,
+    key: &ed25519_dalek::VerifyingKey,
+) -> Result<fleetward_wire::events::EventVerification, fleetward_store::StoreError> {
+    let checkpoints = store.checkpoints().await?;
+    let anchor = store.event_anchor().await?;
+    let mut verifier = match fleetward_events::Verifier::new(&checkpoints, key, anchor.as_ref()) {
+        Ok(verifier) => verifier,
+        Err(tamper) => return Ok(report(Err(tamper))),
+    };
+    // Page by page: memory stays constant however long the log is.
+    let filter = fleetward_store::EventFilter::default();
+    let mut after = anchor.as_ref().map(|a| a.seq);
+    loop {
+        let page = store
+            .list_events(&filter, after, fleetward_store::MAX_PAGE)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.seq);
+        for entry in &page {
+            if let Err(tamper) = verifier.push(entry) {
+                return Ok(report(Err(tamper)));
+            }
+        }
+    }
+    Ok(report(verifier.finish()))
+}
+
+pub fn report(
+    result: Result<fleetward_events::Summary, fleetward_events::Tamper>,
+) -> fleetward_wire::events::EventVerification {
+    use fleetward_wire::events::EventVerification;
+    match result {
+        Ok(summary) => EventVerification {
+            ok: true,
+            entries: summary.entries,
+            checkpoints: summary.checkpoints,
+            unsigned_tail: summary.unsigned_tail,
+            bad_seq: None,
+            problem: None,
+        },
+        Err(tamper) => EventVerification {
+            ok: false,
+            entries: 0,
+            checkpoints: 0,
+            unsigned_tail: 0,
+            bad_seq: Some(tamper.seq),
+            problem: Some(tamper.to_string()),
+        },
+    }
+}

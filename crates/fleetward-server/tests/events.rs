@@ -1,0 +1,151 @@
+//! The security-event log over the operator API.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use fleetward_core::Role;
+use reqwest::StatusCode;
+use serde_json::json;
+use support::TestServer;
+
+#[tokio::test]
+async fn operator_changes_are_security_events_and_the_log_verifies() {
+    let server = TestServer::start().await;
+    let answer = server
+        .post(
+            &server.admin,
+            "/api/v1/devices",
+            json!({"id": "dev-1", "hardware": "rev1"}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+    let auditor = server.token_for(Role::Auditor).await;
+
+    let page = server.get(&auditor, "/api/v1/events").await;
+    assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+    let items = page.body["items"].as_array().unwrap();
+    let kinds: Vec<&str> = items.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert!(kinds.iter().all(|k| *k == "operator.action"), "{kinds:?}");
+    let device_event = items
+        .iter()
+        .find(|e| e["device"] == "dev-1")
+        .expect("the registration names its device");
+    assert!(
+        device_event["message"]
+            .as_str()
+            .unwrap()
+            .contains("device.register")
+    );
+    assert_eq!(device_event["hash"].as_str().unwrap().len(), 64);
+
+    let filtered = server
+        .get(
+            &auditor,
+            "/api/v1/events?device=dev-1&kind=operator.action&min_severity=info",
+        )
+        .await;
+    assert_eq!(filtered.body["items"].as_array().unwrap().len(), 1);
+    let none = server
+        .get(&auditor, "/api/v1/events?min_severity=high")
+        .await;
+    assert_eq!(none.body["items"].as_array().unwrap().len(), 0);
+
+    let seq = device_event["seq"].as_u64().unwrap();
+    let one = server.get(&auditor, &format!("/api/v1/events/{seq}")).await;
+    assert_eq!(one.body, *device_event);
+    assert_eq!(
+        server.get(&auditor, "/api/v1/events/999999").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let verified = server.get(&auditor, "/api/v1/events/verify").await;
+    assert_eq!(verified.body["ok"], true, "{:?}", verified.body);
+    assert_eq!(
+        verified.body["entries"].as_u64().unwrap() as usize,
+        items.len()
+    );
+
+    let checkpoints = server.get(&auditor, "/api/v1/events/checkpoints").await;
+    assert_eq!(checkpoints.body["public_key"].as_str().unwrap().len(), 64);
+
+    // A viewer reads the fleet, not the logs.
+    let viewer = server.token_for(Role::Viewer).await;
+    assert_eq!(
+        server.get(&viewer, "/api/v1/events").await.status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn bad_event_filters_are_refused() {
+    let server = TestServer::start().await;
+    for (path, part) in [
+        ("/api/v1/events?kind=identity.nope", "unknown event kind"),
+        ("/api/v1/events?min_severity=urgent", "unknown severity"),
+        ("/api/v1/events?device=bad%20id", "device id"),
+        ("/api/v1/events?since=yesterday", "RFC 3339"),
+        ("/api/v1/events?limit=0", "limit"),
+        ("/api/v1/events?limit=1001", "limit"),
+        ("/api/v1/events?colour=red", "colour"),
+        ("/api/v1/events/abc", ""),
+    ] {
+        let answer = server.get(&server.admin, path).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {:?}",
+            answer.body
+        );
+        assert!(
+            answer.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(part),
+            "{path}: {:?}",
+            answer.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn shutdown_signs_a_final_checkpoint() {
+    let server = TestServer::start().await;
+    let store = server.store().await;
+    let (head, hash) = store.event_head().await.unwrap();
+    assert!(head > 0, "init's token creation is in the log");
+    let dir = server.dir.path().to_owned();
+    let key = std::fs::read_to_string(dir.join(fleetward_server::events::KEY_FILE)).unwrap();
+    assert_eq!(key.trim().len(), 64);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.join(fleetward_server::events::KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the checkpoint key is private");
+    }
+    let checkpoints_before = store.checkpoints().await.unwrap();
+    store.close().await;
+    // Keep the temp dir alive past the server.
+    let TestServer {
+        dir: temp,
+        server: running,
+        ..
+    } = server;
+    running.unwrap().shutdown().await.unwrap();
+    let store = fleetward_store::SqliteStore::open(
+        &fleetward_server::ServerConfig::default_database_url(temp.path()),
+    )
+    .await
+    .unwrap();
+    use fleetward_store::EventLog as _;
+    let checkpoints = store.checkpoints().await.unwrap();
+    let last = checkpoints.last().expect("a checkpoint at shutdown");
+    assert!(
+        checkpoints_before.is_empty(),
+        "the first periodic checkpoint is a minute away"
+    );
+    assert_eq!(checkpoints.len(), 1);
+    assert_eq!((last.seq, last.hash), (head, hash));
+}
