@@ -106,6 +106,47 @@ pub async fn checkpoint_task(
     }
 }
 
+/// Prunes events older than the retention setting, once an hour. Pruning
+/// stops at the newest signed checkpoint before the cut-off, which becomes
+/// the anchor the rest verifies from.
+pub async fn retention_task(store: Arc<dyn Store>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval_at(
+        tokio::time::Instant::now() + RETENTION_INTERVAL,
+        RETENTION_INTERVAL,
+    );
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        if let Err(error) = prune_now(&*store, OffsetDateTime::now_utc()).await {
+            tracing::warn!(error = %format!("{error:#}"), "pruning security events failed");
+        }
+    }
+}
+
+/// How often retention runs.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Applies the retention setting at `now`; returns how many events went.
+pub async fn prune_now(store: &dyn Store, now: OffsetDateTime) -> anyhow::Result<u64> {
+    let days = store.settings().await?.event_retention_days;
+    let cutoff = now - time::Duration::days(i64::from(days));
+    let audit = fleetward_store::AuditEntry {
+        at: now,
+        actor: "retention".to_owned(),
+        action: "events.prune".to_owned(),
+        target: "security-events".to_owned(),
+        source: "server".to_owned(),
+        detail: serde_json::json!({ "retention_days": days }),
+    };
+    let pruned = store.prune_events(millis(cutoff), &audit).await?;
+    if pruned > 0 {
+        tracing::info!(pruned, days, "pruned security events past retention");
+    }
+    Ok(pruned)
+}
+
 pub fn millis(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }

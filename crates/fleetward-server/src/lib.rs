@@ -188,9 +188,14 @@ pub async fn start_with_store(
         state.event_signer.clone(),
         shutdown.subscribe(),
     );
+    let retention = events::retention_task(store.clone(), shutdown.subscribe());
     let task = tokio::spawn(async move {
-        let (operator, device, ()) =
-            tokio::join!(operator.into_future(), device.into_future(), checkpoints);
+        let (operator, device, (), ()) = tokio::join!(
+            operator.into_future(),
+            device.into_future(),
+            checkpoints,
+            retention
+        );
         store.close().await;
         let _ = std::fs::remove_file(data_dir.join(SERVER_JSON));
         operator.context("operator listener")?;

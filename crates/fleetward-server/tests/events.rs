@@ -149,3 +149,69 @@ async fn shutdown_signs_a_final_checkpoint() {
     assert_eq!(checkpoints.len(), 1);
     assert_eq!((last.seq, last.hash), (head, hash));
 }
+
+#[tokio::test]
+async fn retention_prunes_to_a_checkpoint_and_the_rest_still_verifies() {
+    use fleetward_events::{Event, EventKind, Severity};
+    use fleetward_store::EventLog as _;
+    let server = TestServer::start().await;
+    let store = server.store().await;
+    let now = time::OffsetDateTime::now_utc();
+    let old = fleetward_server::events::millis(now - time::Duration::days(30));
+    let events: Vec<Event> = (0..5)
+        .map(|n| Event {
+            kind: EventKind::HandshakeRefused,
+            severity: Severity::Medium,
+            device: None,
+            source: Some("198.51.100.1".into()),
+            server_time_ms: old + n,
+            device_time_ms: None,
+            message: format!("old {n}"),
+            detail: "{}".into(),
+        })
+        .collect();
+    let appended = store.append_events(&events).await.unwrap();
+    let signer = fleetward_server::events::load_or_create_key(server.dir.path()).unwrap();
+    let last_old = appended.last().unwrap();
+    store
+        .add_checkpoint(&signer.sign(last_old.seq, last_old.hash, old + 10))
+        .await
+        .unwrap();
+
+    // Kept for a year by default: nothing goes.
+    assert_eq!(
+        fleetward_server::events::prune_now(&*store, now)
+            .await
+            .unwrap(),
+        0
+    );
+    let answer = server
+        .call(
+            Some(&server.admin),
+            reqwest::Method::PUT,
+            "/api/v1/settings",
+            Some(json!({"poll_interval_secs": 300, "default_token_lifetime_secs": 3600, "event_retention_days": 7})),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    let pruned = fleetward_server::events::prune_now(&*store, now)
+        .await
+        .unwrap();
+    assert_eq!(pruned, last_old.seq);
+    assert_eq!(
+        store.event_anchor().await.unwrap().unwrap().seq,
+        last_old.seq
+    );
+
+    let verified = server.get(&server.admin, "/api/v1/events/verify").await;
+    assert_eq!(verified.body["ok"], true, "{:?}", verified.body);
+    let bad = server
+        .call(
+            Some(&server.admin),
+            reqwest::Method::PUT,
+            "/api/v1/settings",
+            Some(json!({"poll_interval_secs": 300, "default_token_lifetime_secs": 3600, "event_retention_days": 0})),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+}

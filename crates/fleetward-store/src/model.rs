@@ -74,6 +74,9 @@ pub struct AuditRecord {
 pub struct Settings {
     pub poll_interval_secs: u32,
     pub default_token_lifetime_secs: u64,
+    /// Security events older than this many days are pruned (down to the
+    /// newest signed checkpoint before the cut-off).
+    pub event_retention_days: u32,
 }
 
 impl Default for Settings {
@@ -81,6 +84,7 @@ impl Default for Settings {
         Settings {
             poll_interval_secs: 300,
             default_token_lifetime_secs: 90 * 24 * 3600,
+            event_retention_days: 365,
         }
     }
 }

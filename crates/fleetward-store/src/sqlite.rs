@@ -602,6 +602,9 @@ impl Store for SqliteStore {
                 "default_token_lifetime_secs" => {
                     settings.default_token_lifetime_secs = value.parse().map_err(bad)?
                 }
+                "event_retention_days" => {
+                    settings.event_retention_days = value.parse().map_err(bad)?
+                }
                 _ => tracing::warn!(%key, "ignoring unknown setting"),
             }
         }
@@ -617,6 +620,10 @@ impl Store for SqliteStore {
             (
                 "default_token_lifetime_secs",
                 settings.default_token_lifetime_secs.to_string(),
+            ),
+            (
+                "event_retention_days",
+                settings.event_retention_days.to_string(),
             ),
         ];
         let audit = audit.clone();

@@ -209,4 +209,11 @@ pub struct Settings {
     pub poll_interval_secs: u32,
     /// Lifetime of newly created operator tokens when the request names none, in seconds.
     pub default_token_lifetime_secs: u64,
+    /// Days security events are kept (1 to 3650); absent means 365.
+    #[serde(default = "default_event_retention_days")]
+    pub event_retention_days: u32,
+}
+
+fn default_event_retention_days() -> u32 {
+    365
 }

@@ -9,12 +9,14 @@ use crate::auth::{Auth, perm};
 use crate::error::{ApiError, Json};
 
 const POLL_RANGE: std::ops::RangeInclusive<u32> = 10..=86_400;
+const RETENTION_RANGE: std::ops::RangeInclusive<u32> = 1..=3650;
 const TOKEN_LIFETIME_RANGE: std::ops::RangeInclusive<u64> = 60..=2 * 366 * 24 * 3600;
 
 fn to_wire(settings: fleetward_store::Settings) -> Settings {
     Settings {
         poll_interval_secs: settings.poll_interval_secs,
         default_token_lifetime_secs: settings.default_token_lifetime_secs,
+        event_retention_days: settings.event_retention_days,
     }
 }
 
@@ -54,9 +56,20 @@ pub async fn put_settings(
             ),
         ));
     }
+    if !RETENTION_RANGE.contains(&request.event_retention_days) {
+        return Err(ApiError::unprocessable(
+            "invalid_setting",
+            format!(
+                "event_retention_days must be between {} and {}",
+                RETENTION_RANGE.start(),
+                RETENTION_RANGE.end()
+            ),
+        ));
+    }
     let settings = fleetward_store::Settings {
         poll_interval_secs: request.poll_interval_secs,
         default_token_lifetime_secs: request.default_token_lifetime_secs,
+        event_retention_days: request.event_retention_days,
     };
     let now = state.now();
     let audit = caller.audit(

@@ -21,6 +21,9 @@ pub enum SettingsCommand {
         /// Default lifetime of new operator tokens, e.g. 90d.
         #[arg(long, value_parser = humantime::parse_duration)]
         token_lifetime: Option<Duration>,
+        /// How long security events are kept, e.g. 365d (whole days).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        event_retention: Option<Duration>,
     },
 }
 
@@ -33,6 +36,7 @@ pub async fn run(
     if let SettingsCommand::Set {
         poll_interval,
         token_lifetime,
+        event_retention,
     } = command
     {
         if let Some(poll) = poll_interval {
@@ -40,6 +44,10 @@ pub async fn run(
         }
         if let Some(lifetime) = token_lifetime {
             settings.default_token_lifetime_secs = lifetime.as_secs();
+        }
+        if let Some(retention) = event_retention {
+            settings.event_retention_days =
+                u32::try_from(retention.as_secs() / 86_400).unwrap_or(u32::MAX);
         }
         settings = client.put("/api/v1/settings", &settings).await?;
     }
@@ -53,6 +61,10 @@ pub async fn run(
         println!(
             "default token lifetime: {}",
             humantime::format_duration(Duration::from_secs(settings.default_token_lifetime_secs))
+        );
+        println!(
+            "security events kept:   {} days",
+            settings.event_retention_days
         );
     }
     Ok(ExitCode::SUCCESS)
