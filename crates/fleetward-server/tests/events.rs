@@ -153,7 +153,6 @@ async fn shutdown_signs_a_final_checkpoint() {
 #[tokio::test]
 async fn retention_prunes_to_a_checkpoint_and_the_rest_still_verifies() {
     use fleetward_events::{Event, EventKind, Severity};
-    use fleetward_store::EventLog as _;
     let server = TestServer::start().await;
     let store = server.store().await;
     let now = time::OffsetDateTime::now_utc();
