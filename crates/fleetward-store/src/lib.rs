@@ -9,6 +9,7 @@
 //! Every mutating method takes the [`AuditEntry`] that describes it and
 //! writes both in one transaction.
 
+mod identity;
 mod model;
 mod query_sql;
 mod sqlite;
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 use fleetward_core::{DeviceId, query::Expr};
 use time::OffsetDateTime;
 
+pub use identity::*;
 pub use model::*;
 pub use sqlite::SqliteStore;
 /// Re-exported so adapters above the store can classify failures.
@@ -54,7 +56,7 @@ pub struct PoolStats {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store: IdentityStore + Send + Sync + std::fmt::Debug {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<()>;
     fn pool_stats(&self) -> PoolStats;

@@ -19,6 +19,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
+mod identity;
+
 use crate::query_sql::push_predicate;
 use crate::{
     AuditEntry, AuditRecord, Device, DeviceChange, NewDevice, PoolStats, Result, Settings, Store,
