@@ -17,6 +17,8 @@ pub struct PeerCert {
     pub serial: Serial,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
+    /// The DER SubjectPublicKeyInfo, to tell whether a renewal changes the key.
+    pub spki_der: Vec<u8>,
 }
 
 impl PeerCert {
@@ -65,6 +67,7 @@ impl PeerCert {
             serial: Serial::from_bytes(cert.raw_serial())?,
             not_before: cert.validity().not_before.to_datetime(),
             not_after: cert.validity().not_after.to_datetime(),
+            spki_der: cert.public_key().raw.to_vec(),
         })
     }
 }

@@ -8,7 +8,9 @@
 
 pub mod api;
 pub mod auth;
+pub mod device;
 pub mod error;
+pub mod identity;
 pub mod init;
 pub mod metrics;
 
@@ -34,6 +36,8 @@ pub struct ServerConfig {
     pub device_listen: SocketAddr,
     /// Largest JSON body the operator API accepts.
     pub max_body_bytes: usize,
+    /// Certificate policy and the device listener's names.
+    pub identity: identity::IdentityConfig,
 }
 
 impl ServerConfig {
@@ -51,6 +55,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<metrics::Metrics>,
     pub config: Arc<ServerConfig>,
+    /// The fleet CA, revocations, CRL and device TLS configuration.
+    pub identity: Arc<identity::IdentityState>,
 }
 
 impl AppState {
@@ -118,8 +124,15 @@ pub fn operator_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The device router. Served over mutual TLS by [`device::listener`].
 pub fn device_router(state: AppState) -> Router {
+    let (identity, _) = device::device_api().split_for_parts();
     Router::new()
+        .merge(identity)
+        .route(
+            "/device/v1/openapi.json",
+            axum::routing::get(device::openapi_json),
+        )
         .route("/healthz", axum::routing::get(api::meta::healthz))
         .fallback(api::meta::not_found)
         .method_not_allowed_fallback(api::meta::method_not_allowed)
@@ -159,10 +172,18 @@ pub async fn start_with_store(
     write_server_json(&config.data_dir, &addrs)?;
     tracing::info!(operator = %addrs.operator, device = %addrs.device, "listening");
 
+    let identity = identity::IdentityState::load(
+        &*store,
+        config.identity.clone(),
+        addrs.device,
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
     let state = AppState {
         store: store.clone(),
         metrics: metrics::Metrics::new(),
         config: Arc::new(config),
+        identity: Arc::new(identity),
     };
     let (shutdown, watcher) = watch::channel(false);
     let operator = axum::serve(
@@ -170,14 +191,15 @@ pub async fn start_with_store(
         operator_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(stopped(watcher.clone()));
-    let device = axum::serve(
+    let device = device::listener::serve(
         device_listener,
-        device_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(watcher));
+        device_router(state.clone()),
+        state.clone(),
+        watcher,
+    );
     let data_dir = state.config.data_dir.clone();
     let task = tokio::spawn(async move {
-        let (operator, device) = tokio::join!(operator.into_future(), device.into_future());
+        let (operator, device) = tokio::join!(operator.into_future(), device);
         store.close().await;
         let _ = std::fs::remove_file(data_dir.join(SERVER_JSON));
         operator.context("operator listener")?;

@@ -135,7 +135,8 @@ pub trait IdentityStore: Send + Sync {
 
     /// Records a renewal: the new certificate, and the old one revoked
     /// (reason `superseded`) at `old_revoked_at`. Clears a re-key request.
-    /// Conflict if the old certificate is not live at `new.issued_at`.
+    /// Conflict if the old certificate is not live at `new.issued_at` or was
+    /// renewed already (each certificate renews once).
     async fn renew(
         &self,
         old_serial: &str,

@@ -404,9 +404,12 @@ impl IdentityStore for SqliteStore {
                     .await?
                     .ok_or_else(|| StoreError::NotFound(format!("certificate {old_serial}")))?;
                 let old = cert_from_row(&row)?;
-                if old.device_id != new.device_id || !old.is_live(new.issued_at) {
+                if old.device_id != new.device_id
+                    || !old.is_live(new.issued_at)
+                    || old.revoked_at.is_some()
+                {
                     return Err(StoreError::Conflict(format!(
-                        "certificate {old_serial} is not a live certificate of device {}",
+                        "certificate {old_serial} is not a live, unrenewed certificate of device {}",
                         new.device_id
                     )));
                 }
