@@ -33,7 +33,12 @@ impl RevocationSet {
     }
 
     /// Revokes `serial` from `at` on; an earlier existing time wins.
+    ///
+    /// `at` is rounded down to the whole second: TLS verifiers are handed
+    /// the time in whole seconds, and a revocation must not wait for the
+    /// next second to reach new handshakes.
     pub fn revoke(&self, serial: Serial, at: OffsetDateTime) {
+        let at = at.replace_nanosecond(0).unwrap_or(at);
         let mut map = self.revoked.write().unwrap_or_else(|e| e.into_inner());
         let entry = map.entry(serial).or_insert(at);
         if at < *entry {
@@ -68,5 +73,11 @@ mod tests {
         set.revoke(serial.clone(), t0 + time::Duration::days(1));
         assert!(set.is_revoked(&serial, t0), "an earlier revocation stands");
         assert_eq!(set.len(), 1);
+        let other = Serial::from_bytes(&[9]).unwrap();
+        set.revoke(other.clone(), t0 + time::Duration::milliseconds(700));
+        assert!(
+            set.is_revoked(&other, t0),
+            "effective from the whole second, as verifiers see time"
+        );
     }
 }
