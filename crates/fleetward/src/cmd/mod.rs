@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod demo;
 pub mod device;
+pub mod identity;
 pub mod server;
 pub mod settings;
 pub mod token;
@@ -23,6 +24,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args).await,
         Command::Device(command) => device::run(&api_client(&cli)?, cli.json, command).await,
         Command::Token(command) => token::run(&api_client(&cli)?, cli.json, command).await,
+        Command::EnrollToken(command) => {
+            identity::run_enroll_token(&api_client(&cli)?, cli.json, command).await
+        }
         Command::Audit(command) => audit::run(&api_client(&cli)?, cli.json, command).await,
         Command::Settings(command) => settings::run(&api_client(&cli)?, cli.json, command).await,
         Command::Whoami => {
