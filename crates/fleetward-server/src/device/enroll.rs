@@ -253,15 +253,12 @@ pub async fn enroll(
     let device = match state.store.enroll(&enrolment, &audit).await {
         Ok(device) => device,
         Err(StoreError::Conflict(message)) => {
-            let code = if message.contains("token") {
-                "token_exhausted"
+            let (status, code) = if message.contains("enrolment token") {
+                (StatusCode::FORBIDDEN, "token_exhausted")
+            } else if message.contains("decommissioned") {
+                (StatusCode::CONFLICT, "decommissioned")
             } else {
-                "already_enrolled"
-            };
-            let status = if code == "token_exhausted" {
-                StatusCode::FORBIDDEN
-            } else {
-                StatusCode::CONFLICT
+                (StatusCode::CONFLICT, "already_enrolled")
             };
             let error = ApiError::new(status, code, message);
             return Err(refuse(&state, &source, &actor, action, Some(&device_id), error).await);

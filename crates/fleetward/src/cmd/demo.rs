@@ -87,7 +87,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let server = fleetward_server::start(config).await?;
     let base = format!("http://{}", server.addrs.operator);
     println!(
-        "server up: operator API {base}, device API http://{}",
+        "server up: operator API {base}, device API https://{} (mutual TLS)",
         server.addrs.device
     );
     let client = Client::new(&base, Some(init.admin_token.clone()))?;
