@@ -661,10 +661,9 @@ async fn revocation_reaches_new_and_open_connections_and_the_crl() {
         .await;
     assert_eq!(gone.body["status"], "decommissioned", "{:?}", gone.body);
     let mut zombie = Device::new("dev-v");
-    assert_eq!(
-        server.enroll(&token, &mut zombie).await.status,
-        StatusCode::CONFLICT
-    );
+    let refused = server.enroll(&token, &mut zombie).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert_eq!(refused.code(), "decommissioned");
     server.stop().await;
 }
 
