@@ -1,6 +1,6 @@
-//! `fleetward init`: a new installation and its first admin token.
+//! `fleetward init`: a new installation, its fleet CA and its first admin token.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use fleetward_core::Role;
@@ -14,14 +14,36 @@ use crate::auth::mint_token;
 pub struct Initialized {
     pub admin_token: String,
     pub token_id: String,
+    /// SHA-256 of the fleet CA certificate, to check devices' copies against.
+    pub ca_fingerprint: String,
+    pub ca_key_path: PathBuf,
 }
 
-/// Creates the data dir and database and mints the first admin token.
-/// Refuses to run twice: a second admin token would be a silent back door.
+/// Choices `init` takes beyond the data dir and database.
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    /// Where the fleet CA's private key goes (default `<data-dir>/ca/fleet-ca.key`);
+    /// it may be outside the data dir, e.g. on an encrypted or removable volume.
+    pub ca_key_path: Option<PathBuf>,
+}
+
+/// [`initialize_with`] with the defaults.
 pub async fn initialize(
     data_dir: &Path,
     database_url: &str,
     now: OffsetDateTime,
+) -> anyhow::Result<Initialized> {
+    initialize_with(data_dir, database_url, now, &InitOptions::default()).await
+}
+
+/// Creates the data dir and database, the fleet CA, and mints the first
+/// admin token. Refuses to run twice: a second admin token would be a silent
+/// back door, and a second CA would orphan every enrolled device.
+pub async fn initialize_with(
+    data_dir: &Path,
+    database_url: &str,
+    now: OffsetDateTime,
+    options: &InitOptions,
 ) -> anyhow::Result<Initialized> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data dir {}", data_dir.display()))?;
@@ -35,6 +57,11 @@ pub async fn initialize(
                 data_dir.display()
             );
         }
+        let ca_key_path = options
+            .ca_key_path
+            .clone()
+            .unwrap_or_else(|| crate::identity::default_ca_key_path(data_dir));
+        let ca = crate::identity::create_ca(&*store, &ca_key_path, now).await?;
         let minted = mint_token();
         let record = TokenRecord {
             id: minted.id.clone(),
@@ -59,6 +86,8 @@ pub async fn initialize(
         Ok(Initialized {
             admin_token: minted.token,
             token_id: minted.id,
+            ca_fingerprint: ca.fingerprint(),
+            ca_key_path,
         })
     }
     .await;

@@ -8,8 +8,10 @@
 
 pub mod api;
 pub mod auth;
+pub mod device;
 pub mod error;
 pub mod events;
+pub mod identity;
 pub mod init;
 pub mod metrics;
 
@@ -35,6 +37,8 @@ pub struct ServerConfig {
     pub device_listen: SocketAddr,
     /// Largest JSON body the operator API accepts.
     pub max_body_bytes: usize,
+    /// Certificate policy and the device listener's names.
+    pub identity: identity::IdentityConfig,
 }
 
 impl ServerConfig {
@@ -55,6 +59,8 @@ pub struct AppState {
     pub tokens: Arc<auth::TokenCache>,
     /// Signs checkpoints of the security-event log.
     pub event_signer: Arc<fleetward_events::CheckpointSigner>,
+    /// The fleet CA, revocations, CRL and device TLS configuration.
+    pub identity: Arc<identity::IdentityState>,
 }
 
 impl AppState {
@@ -122,8 +128,15 @@ pub fn operator_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The device router. Served over mutual TLS by [`device::listener`].
 pub fn device_router(state: AppState) -> Router {
+    let (identity, _) = device::device_api().split_for_parts();
     Router::new()
+        .merge(identity)
+        .route(
+            "/device/v1/openapi.json",
+            axum::routing::get(device::openapi_json),
+        )
         .route("/healthz", axum::routing::get(api::meta::healthz))
         .fallback(api::meta::not_found)
         .method_not_allowed_fallback(api::meta::method_not_allowed)
@@ -164,12 +177,20 @@ pub async fn start_with_store(
     write_server_json(&config.data_dir, &addrs)?;
     tracing::info!(operator = %addrs.operator, device = %addrs.device, "listening");
 
+    let identity = identity::IdentityState::load(
+        &*store,
+        config.identity.clone(),
+        addrs.device,
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
     let state = AppState {
         store: store.clone(),
         metrics: metrics::Metrics::new(),
         config: Arc::new(config),
         tokens: Arc::default(),
         event_signer: Arc::new(event_signer),
+        identity: Arc::new(identity),
     };
     let (shutdown, watcher) = watch::channel(false);
     let operator = axum::serve(
@@ -177,11 +198,12 @@ pub async fn start_with_store(
         operator_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(stopped(watcher.clone()));
-    let device = axum::serve(
+    let device = device::listener::serve(
         device_listener,
-        device_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(watcher));
+        device_router(state.clone()),
+        state.clone(),
+        watcher,
+    );
     let data_dir = state.config.data_dir.clone();
     let checkpoints = events::checkpoint_task(
         store.clone(),
@@ -190,12 +212,8 @@ pub async fn start_with_store(
     );
     let retention = events::retention_task(store.clone(), shutdown.subscribe());
     let task = tokio::spawn(async move {
-        let (operator, device, (), ()) = tokio::join!(
-            operator.into_future(),
-            device.into_future(),
-            checkpoints,
-            retention
-        );
+        let (operator, device, (), ()) =
+            tokio::join!(operator.into_future(), device, checkpoints, retention);
         store.close().await;
         let _ = std::fs::remove_file(data_dir.join(SERVER_JSON));
         operator.context("operator listener")?;

@@ -144,6 +144,63 @@ fn route_table() -> Vec<Route> {
             Some(json!({"poll_interval_secs": 1, "default_token_lifetime_secs": 3600})),
             Some(P::SettingsWrite),
         ),
+        // Device identity (issue 3).
+        route(
+            Method::POST,
+            "/api/v1/enroll-tokens",
+            "/api/v1/enroll-tokens",
+            Some(json!({"uses": 0, "expires_in_secs": 3600})),
+            Some(P::FleetWrite),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/enroll-tokens",
+            "/api/v1/enroll-tokens",
+            None,
+            Some(P::FleetRead),
+        ),
+        route(
+            Method::DELETE,
+            "/api/v1/enroll-tokens/{id}",
+            "/api/v1/enroll-tokens/0000000000000000",
+            None,
+            Some(P::FleetWrite),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/allow-list",
+            "/api/v1/allow-list",
+            Some(json!({"devices": []})),
+            Some(P::FleetWrite),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/devices/{id}/revoke",
+            "/api/v1/devices/no-such-device/revoke",
+            Some(json!({"reason": "test"})),
+            Some(P::FleetWrite),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/devices/{id}/decommission",
+            "/api/v1/devices/no-such-device/decommission",
+            Some(json!({"reason": "test"})),
+            Some(P::FleetWrite),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/devices/rekey",
+            "/api/v1/devices/rekey",
+            Some(json!({})),
+            Some(P::FleetWrite),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/devices/{id}/certificates",
+            "/api/v1/devices/dev-1/certificates",
+            None,
+            Some(P::FleetRead),
+        ),
     ]
 }
 
@@ -957,16 +1014,16 @@ async fn health_readiness_metrics_and_server_json() {
             "{path}"
         );
     }
-    let device_health = server
-        .http
-        .get(format!("http://{}/healthz", addrs.device))
+    // The device listener speaks TLS with a certificate from the fleet CA.
+    let device_http = server.device_client(None).await;
+    let device_health = device_http
+        .get(format!("https://{}/healthz", addrs.device))
         .send()
         .await
         .unwrap();
     assert_eq!(device_health.status(), StatusCode::OK);
-    let api_on_device_port = server
-        .http
-        .get(format!("http://{}/api/v1/whoami", addrs.device))
+    let api_on_device_port = device_http
+        .get(format!("https://{}/api/v1/whoami", addrs.device))
         .send()
         .await
         .unwrap();

@@ -10,6 +10,7 @@
 //! writes both in one transaction.
 
 pub mod events;
+mod identity;
 mod model;
 mod point_read;
 mod query_sql;
@@ -20,6 +21,7 @@ use fleetward_core::{DeviceId, query::Expr};
 use time::OffsetDateTime;
 
 pub use events::{EventFilter, EventLog};
+pub use identity::*;
 pub use model::*;
 pub use sqlite::SqliteStore;
 /// Re-exported so adapters above the store can classify failures.
@@ -63,7 +65,7 @@ pub struct PoolStats {
 }
 
 #[async_trait]
-pub trait Store: EventLog + Send + Sync + std::fmt::Debug {
+pub trait Store: EventLog + IdentityStore + Send + Sync + std::fmt::Debug {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<()>;
     fn pool_stats(&self) -> PoolStats;

@@ -22,6 +22,7 @@ use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
 mod events;
+mod identity;
 
 use crate::point_read::PointReader;
 use crate::query_sql::{PlainSql, SqlSink, TagForm, push_predicate};

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use fleetward_core::query::{CompareOp, Expr, Field, Value};
 use fleetward_core::{DeviceId, DeviceStatus, Role, Tag, TagKey};
 use fleetward_store::{
-    AuditEntry, DeviceChange, NewDevice, SqliteStore, Store, StoreError, TokenRecord,
+    AllowListEntry, AuditEntry, CaRecord, CertRecord, DeviceChange, Enrolment,
+    EnrolmentTokenRecord, NewDevice, RekeyTarget, SqliteStore, Store, StoreError, TokenRecord,
 };
 use time::OffsetDateTime;
 
@@ -685,4 +686,350 @@ async fn tampering_with_the_sqlite_file_is_found() {
         "{tamper}"
     );
     store.close().await;
+}
+
+// --- Device identity -------------------------------------------------------
+
+fn enrolment_token(id: &str, uses: u32) -> EnrolmentTokenRecord {
+    EnrolmentTokenRecord {
+        id: id.into(),
+        name: "line 1".into(),
+        secret_hash: [9; 32],
+        tags: vec![
+            Tag::parse("hw=rev2").unwrap(),
+            Tag::parse("region=eu").unwrap(),
+        ],
+        uses_total: uses,
+        uses_left: uses,
+        require_approval: false,
+        allow_listed_only: false,
+        created_at: now(),
+        expires_at: now() + time::Duration::days(1),
+        revoked_at: None,
+        created_by: "test".into(),
+    }
+}
+
+fn cert(serial: &str, device: &str, issued_at: OffsetDateTime) -> CertRecord {
+    CertRecord {
+        serial: serial.into(),
+        device_id: DeviceId::parse(device).unwrap(),
+        not_before: issued_at,
+        not_after: issued_at + time::Duration::days(90),
+        issued_at,
+        key_kind: "ec-p256".into(),
+        revoked_at: None,
+        reason: None,
+        comment: None,
+    }
+}
+
+fn enrolment(token: &str, device: &str, serial: &str) -> Enrolment {
+    Enrolment {
+        token_id: token.into(),
+        device_id: DeviceId::parse(device).unwrap(),
+        hardware: "unknown".into(),
+        status: DeviceStatus::Active,
+        tags: vec![Tag::parse("hw=rev2").unwrap()],
+        cert: cert(serial, device, now()),
+    }
+}
+
+async fn audit_actions(store: &dyn Store) -> Vec<String> {
+    store
+        .list_audit(None, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.entry.action)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_fleet_ca_is_recorded_once() {
+    each_backend(|store| async move {
+        assert_eq!(store.ca().await.unwrap(), None);
+        let ca = CaRecord {
+            cert_pem: "-----BEGIN CERTIFICATE-----".into(),
+            key_path: "/secure/ca.key".into(),
+            fingerprint: "ab".into(),
+            created_at: now(),
+        };
+        store.put_ca(&ca, &audit("ca.create")).await.unwrap();
+        assert_eq!(store.ca().await.unwrap(), Some(ca.clone()));
+        assert!(matches!(
+            store.put_ca(&ca, &audit("again")).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(audit_actions(&*store).await, ["ca.create"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn enrolment_tokens_round_trip_and_revoke_once() {
+    each_backend(|store| async move {
+        let token = enrolment_token("t1", 3);
+        store
+            .insert_enrolment_token(&token, &audit("enroll_token.create"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.enrolment_token("t1").await.unwrap(),
+            Some(token.clone())
+        );
+        assert_eq!(store.list_enrolment_tokens().await.unwrap(), vec![token]);
+        let revoked = store
+            .revoke_enrolment_token("t1", now(), &audit("enroll_token.revoke"))
+            .await
+            .unwrap();
+        assert_eq!(revoked.revoked_at, Some(now()));
+        assert!(matches!(
+            store.revoke_enrolment_token("t1", now(), &audit("x")).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store
+                .revoke_enrolment_token("nope", now(), &audit("x"))
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn enrolment_consumes_uses_and_refusals_store_nothing() {
+    each_backend(|store| async move {
+        store
+            .insert_enrolment_token(&enrolment_token("t2", 2), &audit("create"))
+            .await
+            .unwrap();
+        let device = store
+            .enroll(&enrolment("t2", "dev-a", "0a"), &audit("device.enroll"))
+            .await
+            .unwrap();
+        assert_eq!(device.status, DeviceStatus::Active);
+        assert_eq!(device.tags.len(), 1);
+        assert_eq!(
+            store
+                .enrolment_token("t2")
+                .await
+                .unwrap()
+                .unwrap()
+                .uses_left,
+            1
+        );
+        // A replay for the same device: conflict, the use is not consumed.
+        assert!(matches!(
+            store
+                .enroll(&enrolment("t2", "dev-a", "0b"), &audit("x"))
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            store
+                .enrolment_token("t2")
+                .await
+                .unwrap()
+                .unwrap()
+                .uses_left,
+            1
+        );
+        store
+            .enroll(&enrolment("t2", "dev-b", "0c"), &audit("device.enroll"))
+            .await
+            .unwrap();
+        // Used up.
+        assert!(matches!(
+            store
+                .enroll(&enrolment("t2", "dev-c", "0d"), &audit("x"))
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        // Expired, revoked and unknown tokens.
+        let mut expired = enrolment_token("t3", 5);
+        expired.expires_at = now();
+        store
+            .insert_enrolment_token(&expired, &audit("create"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .enroll(&enrolment("t3", "dev-c", "0d"), &audit("x"))
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store
+                .enroll(&enrolment("t404", "dev-c", "0d"), &audit("x"))
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            store
+                .device(&DeviceId::parse("dev-c").unwrap())
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(store.certificate("0d").await.unwrap(), None);
+        assert_eq!(
+            audit_actions(&*store).await,
+            ["create", "device.enroll", "device.enroll", "create"]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn renewal_schedules_the_old_certificate_and_revocation_is_immediate() {
+    each_backend(|store| async move {
+        store
+            .insert_enrolment_token(&enrolment_token("t4", 5), &audit("create"))
+            .await
+            .unwrap();
+        let dev = DeviceId::parse("dev-r").unwrap();
+        store
+            .enroll(&enrolment("t4", "dev-r", "01"), &audit("enroll"))
+            .await
+            .unwrap();
+        store
+            .request_rekey(
+                &RekeyTarget::Devices(vec![dev.clone()]),
+                now(),
+                &audit("rekey"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.rekey_requested(&dev).await.unwrap(), Some(now()));
+        let later = now() + time::Duration::days(60);
+        let overlap_end = later + time::Duration::days(1);
+        store
+            .renew(
+                "01",
+                overlap_end,
+                &cert("02", "dev-r", later),
+                &audit("renew"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.rekey_requested(&dev).await.unwrap(), None);
+        let old = store.certificate("01").await.unwrap().unwrap();
+        assert_eq!(old.revoked_at, Some(overlap_end));
+        assert_eq!(old.reason.as_deref(), Some("superseded"));
+        assert!(old.is_live(later) && !old.is_live(overlap_end));
+        // Renewing from a certificate that is no longer live is refused.
+        assert!(matches!(
+            store
+                .renew(
+                    "01",
+                    overlap_end,
+                    &cert("03", "dev-r", overlap_end),
+                    &audit("x")
+                )
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        // Revoking the device revokes both, now (the scheduled one earlier).
+        let revoked = store
+            .revoke_device(
+                &dev,
+                later,
+                "key-compromise",
+                "stolen",
+                false,
+                &audit("revoke"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(revoked.len(), 2);
+        assert!(
+            store
+                .certificates(&dev)
+                .await
+                .unwrap()
+                .iter()
+                .all(|c| c.revoked_at == Some(later))
+        );
+        assert_eq!(store.revoked_certificates().await.unwrap().len(), 2);
+        store
+            .revoke_device(
+                &dev,
+                later,
+                "cessation-of-operation",
+                "end",
+                true,
+                &audit("decommission"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.device(&dev).await.unwrap().unwrap().status,
+            DeviceStatus::Decommissioned
+        );
+        assert!(matches!(
+            store
+                .revoke_device(&dev, later, "x", "", true, &audit("x"))
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rekey_by_query_and_the_allow_list() {
+    each_backend(|store| async move {
+        store
+            .register_devices(
+                &[
+                    device("q1", "rev2", None, &["region=eu"]),
+                    device("q2", "rev2", None, &["region=us"]),
+                    device("q3", "rev3", None, &["region=eu"]),
+                ],
+                now(),
+                &audit("register"),
+            )
+            .await
+            .unwrap();
+        let eu = cmp(tag("region"), CompareOp::Eq, "eu");
+        assert_eq!(
+            store
+                .request_rekey(&RekeyTarget::Query(eu), now(), &audit("rekey"))
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            store
+                .request_rekey(&RekeyTarget::All, now(), &audit("rekey"))
+                .await
+                .unwrap(),
+            3
+        );
+        assert_eq!(store.count_allow_list().await.unwrap(), 0);
+        let entry = AllowListEntry {
+            device_id: DeviceId::parse("line-1").unwrap(),
+            public_key: Some(vec![1, 2, 3]),
+            added_at: now(),
+        };
+        store
+            .put_allow_list(std::slice::from_ref(&entry), &audit("allow"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.allow_list_entry(&entry.device_id).await.unwrap(),
+            Some(entry)
+        );
+        assert_eq!(
+            store
+                .allow_list_entry(&DeviceId::parse("line-2").unwrap())
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(store.count_allow_list().await.unwrap(), 1);
+    })
+    .await;
 }

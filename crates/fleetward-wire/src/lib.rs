@@ -6,6 +6,7 @@
 //! a security setting must be an error, not silently ignored.
 
 pub mod events;
+pub mod identity;
 pub mod operator;
 
 use serde::{Deserialize, Serialize};

@@ -64,6 +64,9 @@ pub enum Command {
     /// Operator tokens.
     #[command(subcommand)]
     Token(cmd::token::TokenCommand),
+    /// Enrolment tokens: how devices get their certificates.
+    #[command(subcommand)]
+    EnrollToken(cmd::identity::EnrollTokenCommand),
     /// The audit log of operator actions.
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),

@@ -62,7 +62,7 @@ fn parse_tags(tags: &BTreeMap<String, String>) -> Result<Vec<Tag>, ApiError> {
 }
 
 /// Hardware types name board revisions; they end up in metadata and URLs.
-fn validate_hardware(hardware: &str) -> Result<(), ApiError> {
+pub(crate) fn validate_hardware(hardware: &str) -> Result<(), ApiError> {
     let ok = !hardware.is_empty()
         && hardware.len() <= MAX_HARDWARE_LEN
         && hardware

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod devices;
 pub mod events;
+pub mod identity;
 pub mod meta;
 pub mod settings;
 pub mod tokens;
@@ -61,6 +62,22 @@ pub fn operator_api() -> OpenApiRouter<AppState> {
         .routes(routes!(events::verify_events))
         .routes(routes!(events::get_event))
         .routes(routes!(settings::get_settings, settings::put_settings))
+        .merge(identity_routes())
+}
+
+/// Device identity management (enrolment tokens, allow-list, revocation).
+fn identity_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(
+            identity::create_enroll_token,
+            identity::list_enroll_tokens
+        ))
+        .routes(routes!(identity::revoke_enroll_token))
+        .routes(routes!(identity::upload_allow_list))
+        .routes(routes!(identity::revoke_device))
+        .routes(routes!(identity::decommission_device))
+        .routes(routes!(identity::rekey_devices))
+        .routes(routes!(identity::device_certificates))
 }
 
 /// The OpenAPI document of the operator API. Public: it holds no data.

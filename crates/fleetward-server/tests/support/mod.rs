@@ -46,6 +46,7 @@ impl TestServer {
             listen: "127.0.0.1:0".parse().unwrap(),
             device_listen: "127.0.0.1:0".parse().unwrap(),
             max_body_bytes: ServerConfig::DEFAULT_MAX_BODY_BYTES,
+            identity: Default::default(),
         };
         adjust(&mut config);
         let server = fleetward_server::start(config).await.unwrap();
@@ -161,6 +162,34 @@ impl TestServer {
         self.get(&self.admin, "/api/v1/devices/count").await.body["count"]
             .as_u64()
             .unwrap()
+    }
+
+    /// The fleet CA certificate (PEM), as `init` recorded it.
+    pub async fn ca_pem(&self) -> String {
+        let store = self.store().await;
+        let ca = store.ca().await.unwrap().unwrap().cert_pem;
+        store.close().await;
+        ca
+    }
+
+    /// An HTTPS client for the device listener that trusts only the fleet
+    /// CA, optionally presenting a client certificate (PEM cert + key).
+    pub async fn device_client(&self, identity: Option<(&str, &str)>) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(self.ca_pem().await.as_bytes()).unwrap(),
+            );
+        if let Some((cert, key)) = identity {
+            let pem = format!("{cert}\n{key}");
+            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        builder.build().unwrap()
+    }
+
+    pub fn device_base(&self) -> String {
+        format!("https://{}", self.server.as_ref().unwrap().addrs.device)
     }
 
     pub async fn stop(mut self) {

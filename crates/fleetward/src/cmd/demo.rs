@@ -82,11 +82,12 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         device_listen: "127.0.0.1:0".parse().context("device address")?,
         max_body_bytes: ServerConfig::DEFAULT_MAX_BODY_BYTES,
+        identity: Default::default(),
     };
     let server = fleetward_server::start(config).await?;
     let base = format!("http://{}", server.addrs.operator);
     println!(
-        "server up: operator API {base}, device API http://{}",
+        "server up: operator API {base}, device API https://{} (mutual TLS)",
         server.addrs.device
     );
     let client = Client::new(&base, Some(init.admin_token.clone()))?;

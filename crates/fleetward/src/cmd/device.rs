@@ -80,6 +80,8 @@ pub enum DeviceCommand {
         #[arg(value_parser = parse_status)]
         status: DeviceStatus,
     },
+    #[command(flatten)]
+    Identity(crate::cmd::identity::DeviceIdentityCommand),
 }
 
 fn parse_tag(raw: &str) -> Result<Tag, String> {
@@ -175,6 +177,9 @@ pub async fn run(client: &Client, json: bool, command: &DeviceCommand) -> anyhow
             show(json, &device)?;
         }
         DeviceCommand::Import { file, batch } => import(client, json, file, *batch).await?,
+        DeviceCommand::Identity(command) => {
+            return crate::cmd::identity::run_device(client, json, command).await;
+        }
         DeviceCommand::Tag { id, tags } => {
             let change = UpdateDevice {
                 set_tags: tag_map(tags),

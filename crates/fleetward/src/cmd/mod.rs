@@ -4,6 +4,7 @@ pub mod audit;
 pub mod demo;
 pub mod device;
 pub mod events;
+pub mod identity;
 pub mod server;
 pub mod settings;
 pub mod token;
@@ -24,6 +25,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args).await,
         Command::Device(command) => device::run(&api_client(&cli)?, cli.json, command).await,
         Command::Token(command) => token::run(&api_client(&cli)?, cli.json, command).await,
+        Command::EnrollToken(command) => {
+            identity::run_enroll_token(&api_client(&cli)?, cli.json, command).await
+        }
         Command::Audit(command) => audit::run(&api_client(&cli)?, cli.json, command).await,
         Command::Events(command) => events::run(&cli, command).await,
         Command::Settings(command) => settings::run(&api_client(&cli)?, cli.json, command).await,

@@ -18,6 +18,10 @@ pub struct InitArgs {
     /// Database URL; default: SQLite in the data dir.
     #[arg(long, env = "FLEETWARD_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Where to write the fleet CA's private key (mode 0600); may be outside
+    /// the data dir. Default: DATA_DIR/ca/fleet-ca.key.
+    #[arg(long, env = "FLEETWARD_CA_KEY")]
+    pub ca_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -37,6 +41,27 @@ pub struct ServerArgs {
     /// Largest request body the operator API accepts, in bytes.
     #[arg(long, env = "FLEETWARD_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Name (DNS or IP) devices use to reach the device listener; repeat for
+    /// more. Default: localhost and 127.0.0.1 (plus the bound IP).
+    #[arg(
+        long = "device-name",
+        env = "FLEETWARD_DEVICE_NAMES",
+        value_delimiter = ','
+    )]
+    pub device_names: Vec<String>,
+    /// `https://host:port` of the device listener as devices see it; puts a
+    /// CRL distribution point into device certificates.
+    #[arg(long, env = "FLEETWARD_DEVICE_URL")]
+    pub device_url: Option<String>,
+    /// Lifetime of device certificates, e.g. 90d.
+    #[arg(long, env = "FLEETWARD_CERT_LIFETIME", value_parser = humantime::parse_duration)]
+    pub cert_lifetime: Option<std::time::Duration>,
+    /// How long before expiry devices should renew, e.g. 30d.
+    #[arg(long, env = "FLEETWARD_RENEW_BEFORE", value_parser = humantime::parse_duration)]
+    pub renew_before: Option<std::time::Duration>,
+    /// How long a renewed device's previous certificate stays valid, e.g. 24h.
+    #[arg(long, env = "FLEETWARD_RENEWAL_OVERLAP", value_parser = humantime::parse_duration)]
+    pub renewal_overlap: Option<std::time::Duration>,
     /// Log filter, e.g. `info` or `fleetward_server=debug`.
     #[arg(long, env = "FLEETWARD_LOG", default_value = "info")]
     pub log: String,
@@ -51,6 +76,27 @@ pub struct FileConfig {
     pub device_listen: Option<SocketAddr>,
     pub database_url: Option<String>,
     pub max_body_bytes: Option<usize>,
+    pub device_names: Option<Vec<String>>,
+    pub device_url: Option<String>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub cert_lifetime: Option<std::time::Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub renew_before: Option<std::time::Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub renewal_overlap: Option<std::time::Duration>,
+}
+
+/// Durations in `fleetward.toml` are written like on the command line ("90d").
+mod humantime_serde_opt {
+    use serde::Deserialize as _;
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<std::time::Duration>, D::Error> {
+        Option::<String>::deserialize(deserializer)?
+            .map(|text| humantime::parse_duration(&text).map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 impl FileConfig {
@@ -82,7 +128,34 @@ pub fn resolve(cli: &Cli, args: &ServerArgs, file: FileConfig) -> anyhow::Result
         .or(file.data_dir)
         .unwrap_or_else(|| PathBuf::from(Cli::DEFAULT_DATA_DIR));
     let parse = |s: &str| s.parse::<SocketAddr>().context("built-in address");
+    let mut identity = fleetward_server::identity::IdentityConfig::default();
+    let names = if args.device_names.is_empty() {
+        file.device_names
+    } else {
+        Some(args.device_names.clone())
+    };
+    if let Some(names) = names {
+        identity.device_names = names;
+    }
+    identity.device_url = args.device_url.clone().or(file.device_url);
+    let duration =
+        |d: std::time::Duration| time::Duration::try_from(d).context("duration out of range");
+    if let Some(d) = args.cert_lifetime.or(file.cert_lifetime) {
+        identity.policy.cert_lifetime = duration(d)?;
+    }
+    if let Some(d) = args.renew_before.or(file.renew_before) {
+        identity.policy.renew_before = duration(d)?;
+    }
+    if let Some(d) = args.renewal_overlap.or(file.renewal_overlap) {
+        identity.policy.renewal_overlap = duration(d)?;
+    }
+    anyhow::ensure!(
+        identity.policy.cert_lifetime >= time::Duration::hours(1)
+            && identity.policy.renew_before < identity.policy.cert_lifetime,
+        "certificate lifetime must be at least 1h and longer than renew-before"
+    );
     Ok(ServerConfig {
+        identity,
         database_url: args
             .database_url
             .clone()
@@ -110,14 +183,31 @@ pub async fn init(cli: &Cli, args: &InitArgs) -> anyhow::Result<ExitCode> {
         .database_url
         .clone()
         .unwrap_or_else(|| ServerConfig::default_database_url(&data_dir));
-    let done = fleetward_server::init::initialize(&data_dir, &url, time::OffsetDateTime::now_utc())
-        .await?;
+    let options = fleetward_server::init::InitOptions {
+        ca_key_path: args.ca_key.clone(),
+    };
+    let done = fleetward_server::init::initialize_with(
+        &data_dir,
+        &url,
+        time::OffsetDateTime::now_utc(),
+        &options,
+    )
+    .await?;
     if cli.json {
-        crate::output::json(
-            &serde_json::json!({ "admin_token": done.admin_token, "token_id": done.token_id }),
-        )?;
+        crate::output::json(&serde_json::json!({
+            "admin_token": done.admin_token,
+            "token_id": done.token_id,
+            "ca_fingerprint": done.ca_fingerprint,
+            "ca_key_path": done.ca_key_path,
+        }))?;
     } else {
         println!("Initialised {}.", data_dir.display());
+        println!();
+        println!(
+            "Fleet CA created (ECDSA P-256); key in {} (mode 0600, back it up offline).",
+            done.ca_key_path.display()
+        );
+        println!("CA SHA-256 fingerprint: {}", done.ca_fingerprint);
         println!();
         println!("First admin token (shown once; it is stored only as a hash):");
         println!();
