@@ -7,10 +7,13 @@
 //! types, call the store, and map errors through [`error::ApiError`].
 
 pub mod api;
+pub mod artifacts;
 pub mod auth;
 pub mod error;
 pub mod init;
 pub mod metrics;
+pub mod repo;
+pub mod tuf_http;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,6 +37,8 @@ pub struct ServerConfig {
     pub device_listen: SocketAddr,
     /// Largest JSON body the operator API accepts.
     pub max_body_bytes: usize,
+    /// Artifacts, TUF lifetimes (signed releases).
+    pub releases: repo::ReleaseConfig,
 }
 
 impl ServerConfig {
@@ -51,6 +56,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<metrics::Metrics>,
     pub config: Arc<ServerConfig>,
+    /// Artifact store, online TUF keys, publish gates.
+    pub releases: Arc<repo::Releases>,
 }
 
 impl AppState {
@@ -108,6 +115,14 @@ pub fn operator_router(state: AppState) -> Router {
         .route("/healthz", axum::routing::get(api::meta::healthz))
         .route("/readyz", axum::routing::get(api::meta::readyz))
         .route("/metrics", axum::routing::get(metrics::render))
+        .route(
+            "/tuf/metadata/{file}",
+            axum::routing::get(tuf_http::operator_metadata),
+        )
+        .route(
+            "/tuf/targets/{*path}",
+            axum::routing::get(tuf_http::operator_target),
+        )
         .fallback(api::meta::not_found)
         .method_not_allowed_fallback(api::meta::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
@@ -121,6 +136,18 @@ pub fn operator_router(state: AppState) -> Router {
 pub fn device_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", axum::routing::get(api::meta::healthz))
+        .route(
+            "/tuf/metadata/{file}",
+            axum::routing::get(tuf_http::device_metadata),
+        )
+        .route(
+            "/tuf/targets/{*path}",
+            axum::routing::get(tuf_http::device_target),
+        )
+        .route(
+            "/device/v1/director/targets.json",
+            axum::routing::get(tuf_http::director_targets),
+        )
         .fallback(api::meta::not_found)
         .method_not_allowed_fallback(api::meta::method_not_allowed)
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -159,12 +186,18 @@ pub async fn start_with_store(
     write_server_json(&config.data_dir, &addrs)?;
     tracing::info!(operator = %addrs.operator, device = %addrs.device, "listening");
 
+    let releases = Arc::new(
+        repo::Releases::open(&config.data_dir, config.releases.clone())
+            .context("opening the artifact store and online keys")?,
+    );
     let state = AppState {
         store: store.clone(),
         metrics: metrics::Metrics::new(),
         config: Arc::new(config),
+        releases: releases.clone(),
     };
     let (shutdown, watcher) = watch::channel(false);
+    let refresher = tokio::spawn(repo::refresh_task(store.clone(), releases, watcher.clone()));
     let operator = axum::serve(
         operator_listener,
         operator_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
@@ -178,6 +211,7 @@ pub async fn start_with_store(
     let data_dir = state.config.data_dir.clone();
     let task = tokio::spawn(async move {
         let (operator, device) = tokio::join!(operator.into_future(), device.into_future());
+        let _ = refresher.await;
         store.close().await;
         let _ = std::fs::remove_file(data_dir.join(SERVER_JSON));
         operator.context("operator listener")?;

@@ -6,6 +6,7 @@
 //! a security setting must be an error, not silently ignored.
 
 pub mod operator;
+pub mod release;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod devices;
 pub mod meta;
+pub mod releases;
 pub mod settings;
 pub mod tokens;
 
@@ -56,6 +57,18 @@ pub fn operator_api() -> OpenApiRouter<AppState> {
         .routes(routes!(devices::get_device, devices::update_device))
         .routes(routes!(audit::list_audit))
         .routes(routes!(settings::get_settings, settings::put_settings))
+        .routes(routes!(releases::upload_artifact))
+        .routes(routes!(releases::download_artifact))
+        .routes(routes!(releases::create_release, releases::list_releases))
+        .routes(routes!(releases::get_release))
+        .routes(routes!(releases::signing_request))
+        .routes(routes!(releases::upload_signature))
+        .routes(routes!(releases::publish_release))
+        .routes(routes!(releases::deprecate_release))
+        .routes(routes!(releases::revoke_release))
+        .routes(routes!(releases::online_keys))
+        .routes(routes!(releases::repository_status))
+        .routes(routes!(releases::upload_root))
 }
 
 /// The OpenAPI document of the operator API. Public: it holds no data.

@@ -46,6 +46,7 @@ impl TestServer {
             listen: "127.0.0.1:0".parse().unwrap(),
             device_listen: "127.0.0.1:0".parse().unwrap(),
             max_body_bytes: ServerConfig::DEFAULT_MAX_BODY_BYTES,
+            releases: Default::default(),
         };
         adjust(&mut config);
         let server = fleetward_server::start(config).await.unwrap();

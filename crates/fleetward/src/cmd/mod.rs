@@ -3,6 +3,8 @@
 pub mod audit;
 pub mod demo;
 pub mod device;
+pub mod keys;
+pub mod release;
 pub mod server;
 pub mod settings;
 pub mod token;
@@ -22,6 +24,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(args) => server::serve(&cli, args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Device(command) => device::run(&api_client(&cli)?, cli.json, command).await,
+        Command::Keys(command) => keys::run(api_client(&cli).ok(), cli.json, command).await,
+        Command::Release(command) => release::run(&api_client(&cli)?, cli.json, command).await,
         Command::Token(command) => token::run(&api_client(&cli)?, cli.json, command).await,
         Command::Audit(command) => audit::run(&api_client(&cli)?, cli.json, command).await,
         Command::Settings(command) => settings::run(&api_client(&cli)?, cli.json, command).await,

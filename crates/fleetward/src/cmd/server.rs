@@ -37,6 +37,12 @@ pub struct ServerArgs {
     /// Largest request body the operator API accepts, in bytes.
     #[arg(long, env = "FLEETWARD_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Largest artifact (release image, SBOM) accepted, in bytes [default: 4 GiB].
+    #[arg(long, env = "FLEETWARD_MAX_ARTIFACT_BYTES")]
+    pub max_artifact_bytes: Option<u64>,
+    /// Where artifacts are stored [default: DATA_DIR/artifacts].
+    #[arg(long, env = "FLEETWARD_ARTIFACT_DIR")]
+    pub artifact_dir: Option<PathBuf>,
     /// Log filter, e.g. `info` or `fleetward_server=debug`.
     #[arg(long, env = "FLEETWARD_LOG", default_value = "info")]
     pub log: String,
@@ -51,6 +57,8 @@ pub struct FileConfig {
     pub device_listen: Option<SocketAddr>,
     pub database_url: Option<String>,
     pub max_body_bytes: Option<usize>,
+    pub max_artifact_bytes: Option<u64>,
+    pub artifact_dir: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -100,6 +108,14 @@ pub fn resolve(cli: &Cli, args: &ServerArgs, file: FileConfig) -> anyhow::Result
             .max_body_bytes
             .or(file.max_body_bytes)
             .unwrap_or(ServerConfig::DEFAULT_MAX_BODY_BYTES),
+        releases: {
+            let mut releases = fleetward_server::repo::ReleaseConfig::default();
+            if let Some(max) = args.max_artifact_bytes.or(file.max_artifact_bytes) {
+                releases.max_artifact_bytes = max;
+            }
+            releases.artifact_dir = args.artifact_dir.clone().or(file.artifact_dir);
+            releases
+        },
         data_dir,
     })
 }
