@@ -966,3 +966,229 @@ async fn timestamp_is_re_signed_before_it_expires() {
     );
     server.stop().await;
 }
+
+/// A venv with python-tuf, made once and kept (`FLEETWARD_PYTHON_TUF_VENV`,
+/// default in the temp dir). `None`, said loudly, when python3 or the package
+/// registry is out of reach, unless `FLEETWARD_REQUIRE_PYTHON_TUF=1` (CI).
+fn python_tuf() -> Option<std::path::PathBuf> {
+    let venv = std::env::var_os("FLEETWARD_PYTHON_TUF_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("fleetward-python-tuf-venv"));
+    let python = venv.join("bin/python3");
+    let ready = || {
+        std::process::Command::new(&python)
+            .args(["-c", "import tuf.ngclient"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ready() {
+        let made = std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success())
+            && std::process::Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "tuf"])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !made || !ready() {
+            let message = "SKIPPED python-tuf interop: could not make a venv with `pip install tuf` (python3-venv missing or no registry)";
+            assert!(
+                std::env::var("FLEETWARD_REQUIRE_PYTHON_TUF").as_deref() != Ok("1"),
+                "{message}"
+            );
+            eprintln!("{message}");
+            return None;
+        }
+    }
+    Some(python)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_tuf_ngclient_verifies_and_refuses_bad_metadata() {
+    let Some(python) = python_tuf() else { return };
+    let server = TestServer::start().await;
+    let offline = Offline::new();
+    let online = online_keys(&server).await;
+    let root1 = signed(
+        root_metadata(1, &offline.root, &offline.targets, &online),
+        &[&offline.root[0], &offline.root[1]],
+    );
+    assert_eq!(
+        raw_post(&server, "/api/v1/tuf/root", root1.clone())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let work = tempfile::tempdir().unwrap();
+    let root_path = work.path().join("1.root.json");
+    std::fs::write(&root_path, &root1).unwrap();
+    let device = format!("http://{}", server.server.as_ref().unwrap().addrs.device);
+    let t = &offline.targets;
+
+    let image_a: Vec<u8> = (0..100_000u32).map(|i| (i % 7) as u8).collect();
+    let sha_a = upload(&server, &image_a).await.body["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    create_release(&server, "1.4.0", "rev2", &sha_a).await;
+    let body = sign_request(&server, "1.4.0", &[&t[0], &t[1]], |_| {}).await;
+    assert_eq!(
+        raw_post(&server, "/api/v1/releases/1.4.0/signature", body)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // Keep state 1 for the replay attacks below.
+    let fetch = |path: &str| {
+        let url = format!("{device}/tuf/metadata/{path}");
+        let http = server.http.clone();
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec()
+        }
+    };
+    let save = |name: &str, bytes: &[u8]| {
+        let path = work.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.display().to_string()
+    };
+    let timestamp_1 = save("timestamp-1.json", &fetch("timestamp.json").await);
+    let snapshot_1 = save("snapshot-1.json", &fetch("1.snapshot.json").await);
+
+    let client = |dir: &str, target: &str, overrides: Vec<String>| {
+        let mut command = std::process::Command::new(&python);
+        command
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/python_tuf_client.py"
+            ))
+            .args(["--base", &device, "--root"])
+            .arg(&root_path)
+            .arg("--dir")
+            .arg(work.path().join(dir))
+            .args(["--target", target]);
+        for o in overrides {
+            command.args(["--override", &o]);
+        }
+        async move {
+            let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+                .await
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let line = stdout.lines().last().unwrap_or_else(|| {
+                panic!(
+                    "no output; stderr: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            });
+            serde_json::from_str::<Value>(line).unwrap()
+        }
+    };
+    let a = client("c1", "rev2/1.4.0/fw.img", vec![]).await;
+    assert_eq!(a["ok"], true, "{a}");
+    assert_eq!(a["sha256"], sha_a.as_str());
+
+    // State 2: a second release, all metadata one version on.
+    let image_b = b"firmware 1.5.0".to_vec();
+    let sha_b = upload(&server, &image_b).await.body["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    create_release(&server, "1.5.0", "rev2", &sha_b).await;
+    let body = sign_request(&server, "1.5.0", &[&t[1], &t[2]], |_| {}).await;
+    assert_eq!(
+        raw_post(&server, "/api/v1/releases/1.5.0/signature", body)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let b = client("c1", "rev2/1.5.0/fw.img", vec![]).await;
+    assert_eq!(b["ok"], true, "{b}");
+    assert_eq!(b["sha256"], sha_b.as_str());
+
+    // Attacks, each against a client that must refuse.
+    let targets_2 = String::from_utf8(fetch("2.targets.json").await).unwrap();
+    let tampered_targets = save(
+        "targets-tampered.json",
+        targets_2
+            .replacen("\"length\":14", "\"length\":15", 1)
+            .as_bytes(),
+    );
+    let tampered_image = save("image-tampered", b"firmware 1.5.1");
+
+    let keys = fleetward_server::repo::OnlineKeys::load_or_create(server.dir.path()).unwrap();
+    let snapshot_2 = fetch("2.snapshot.json").await;
+    let past = Expiry::at(OffsetDateTime::now_utc() - Duration::hours(1));
+    let expired_ts = fleetward_tuf::timestamp_for(3, past, 2, &snapshot_2);
+    let expired_timestamp = save(
+        "timestamp-expired.json",
+        &signed(expired_ts, &[&keys.timestamp]),
+    );
+    let future = Expiry::at(OffsetDateTime::now_utc() + Duration::hours(1));
+    let foreign_ts = fleetward_tuf::timestamp_for(3, future, 2, &snapshot_2);
+    let foreign_timestamp = save("timestamp-foreign.json", &signed(foreign_ts, &[&key(42)]));
+
+    let cases: Vec<(&str, &str, &str, Vec<String>, &str)> = vec![
+        (
+            "rolled-back timestamp",
+            "c1",
+            "rev2/1.5.0/fw.img",
+            vec![format!("timestamp.json={timestamp_1}")],
+            "BadVersionNumberError",
+        ),
+        (
+            "mix-and-match: new timestamp, old snapshot",
+            "c2",
+            "rev2/1.5.0/fw.img",
+            vec![format!("2.snapshot.json={snapshot_1}")],
+            "RepositoryError",
+        ),
+        (
+            "tampered targets metadata",
+            "c3",
+            "rev2/1.5.0/fw.img",
+            vec![format!("2.targets.json={tampered_targets}")],
+            "UnsignedMetadataError",
+        ),
+        (
+            "expired timestamp",
+            "c4",
+            "rev2/1.5.0/fw.img",
+            vec![format!("timestamp.json={expired_timestamp}")],
+            "ExpiredMetadataError",
+        ),
+        (
+            "timestamp signed by a foreign key",
+            "c5",
+            "rev2/1.5.0/fw.img",
+            vec![format!("timestamp.json={foreign_timestamp}")],
+            "UnsignedMetadataError",
+        ),
+        (
+            "tampered image",
+            "c6",
+            "rev2/1.5.0/fw.img",
+            vec![format!("{sha_b}.fw.img={tampered_image}")],
+            "LengthOrHashMismatchError",
+        ),
+    ];
+    for (what, dir, target, overrides, error) in cases {
+        let answer = client(dir, target, overrides).await;
+        assert_eq!(answer["ok"], false, "{what} must fail: {answer}");
+        let got = answer["error"].as_str().unwrap();
+        // python-tuf's exception classes nest (RepositoryError is the base).
+        assert!(
+            got == error || error == "RepositoryError",
+            "{what}: expected {error}, got {answer}"
+        );
+        eprintln!("python-tuf refused {what}: {got}: {}", answer["message"]);
+    }
+    server.stop().await;
+}
