@@ -907,7 +907,7 @@ async fn root_rotation_needs_the_old_threshold_and_versions_only_go_forward() {
         vec![&n[0], &n[1]],
         root2,
         StatusCode::UNPROCESSABLE_ENTITY,
-        "signature_threshold",
+        "metadata_version",
     )
     .await;
     server.stop().await;
