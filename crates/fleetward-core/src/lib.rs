@@ -10,11 +10,13 @@ pub mod detect;
 pub mod device;
 pub mod id;
 pub mod query;
+pub mod release;
 pub mod role;
 pub mod tag;
 pub mod version;
 
 pub use device::DeviceStatus;
 pub use id::{DeviceId, IdError};
+pub use release::{ReleaseAction, ReleaseState};
 pub use role::{Permission, Role};
 pub use tag::{Tag, TagError, TagKey, TagValue};

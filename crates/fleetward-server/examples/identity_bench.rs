@@ -162,6 +162,7 @@ async fn main() {
         device_listen: "127.0.0.1:0".parse().unwrap(),
         max_body_bytes: ServerConfig::DEFAULT_MAX_BODY_BYTES,
         identity: Default::default(),
+        releases: Default::default(),
     })
     .await
     .unwrap();

@@ -7,6 +7,7 @@
 //! types, call the store, and map errors through [`error::ApiError`].
 
 pub mod api;
+pub mod artifacts;
 pub mod auth;
 pub mod device;
 pub mod error;
@@ -14,6 +15,8 @@ pub mod events;
 pub mod identity;
 pub mod init;
 pub mod metrics;
+pub mod repo;
+pub mod tuf_http;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +42,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Certificate policy and the device listener's names.
     pub identity: identity::IdentityConfig,
+    /// Artifacts, TUF lifetimes (signed releases).
+    pub releases: repo::ReleaseConfig,
 }
 
 impl ServerConfig {
@@ -61,6 +66,8 @@ pub struct AppState {
     pub event_signer: Arc<fleetward_events::CheckpointSigner>,
     /// The fleet CA, revocations, CRL and device TLS configuration.
     pub identity: Arc<identity::IdentityState>,
+    /// Artifact store, online TUF keys, publish gates.
+    pub releases: Arc<repo::Releases>,
 }
 
 impl AppState {
@@ -118,6 +125,14 @@ pub fn operator_router(state: AppState) -> Router {
         .route("/healthz", axum::routing::get(api::meta::healthz))
         .route("/readyz", axum::routing::get(api::meta::readyz))
         .route("/metrics", axum::routing::get(metrics::render))
+        .route(
+            "/tuf/metadata/{file}",
+            axum::routing::get(tuf_http::operator_metadata),
+        )
+        .route(
+            "/tuf/targets/{*path}",
+            axum::routing::get(tuf_http::operator_target),
+        )
         .fallback(api::meta::not_found)
         .method_not_allowed_fallback(api::meta::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
@@ -138,6 +153,18 @@ pub fn device_router(state: AppState) -> Router {
             axum::routing::get(device::openapi_json),
         )
         .route("/healthz", axum::routing::get(api::meta::healthz))
+        .route(
+            "/tuf/metadata/{file}",
+            axum::routing::get(tuf_http::device_metadata),
+        )
+        .route(
+            "/tuf/targets/{*path}",
+            axum::routing::get(tuf_http::device_target),
+        )
+        .route(
+            "/device/v1/director/targets.json",
+            axum::routing::get(tuf_http::director_targets),
+        )
         .fallback(api::meta::not_found)
         .method_not_allowed_fallback(api::meta::method_not_allowed)
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -184,6 +211,10 @@ pub async fn start_with_store(
         OffsetDateTime::now_utc(),
     )
     .await?;
+    let releases = Arc::new(
+        repo::Releases::open(&config.data_dir, config.releases.clone())
+            .context("opening the artifact store and online keys")?,
+    );
     let state = AppState {
         store: store.clone(),
         metrics: metrics::Metrics::new(),
@@ -191,8 +222,10 @@ pub async fn start_with_store(
         tokens: Arc::default(),
         event_signer: Arc::new(event_signer),
         identity: Arc::new(identity),
+        releases: releases.clone(),
     };
     let (shutdown, watcher) = watch::channel(false);
+    let refresher = tokio::spawn(repo::refresh_task(store.clone(), releases, watcher.clone()));
     let operator = axum::serve(
         operator_listener,
         operator_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
@@ -214,6 +247,7 @@ pub async fn start_with_store(
     let task = tokio::spawn(async move {
         let (operator, device, (), ()) =
             tokio::join!(operator.into_future(), device, checkpoints, retention);
+        let _ = refresher.await;
         store.close().await;
         let _ = std::fs::remove_file(data_dir.join(SERVER_JSON));
         operator.context("operator listener")?;

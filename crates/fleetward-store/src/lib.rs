@@ -117,6 +117,37 @@ pub trait Store: EventLog + IdentityStore + Send + Sync + std::fmt::Debug {
     // Settings.
     async fn settings(&self) -> Result<Settings>;
     async fn put_settings(&self, settings: &Settings, audit: &AuditEntry) -> Result<()>;
+
+    // Artifacts, releases and TUF metadata (signed releases).
+    /// Records an artifact whose content is stored; `false` when it was known.
+    async fn insert_artifact(&self, artifact: &ArtifactRecord, audit: &AuditEntry) -> Result<bool>;
+    async fn artifact(&self, sha256: &str) -> Result<Option<ArtifactRecord>>;
+    /// A new draft release; a version that exists already is a conflict.
+    async fn insert_release(&self, release: &ReleaseRecord, audit: &AuditEntry) -> Result<()>;
+    async fn release(&self, version: &str) -> Result<Option<ReleaseRecord>>;
+    /// All releases, newest version first.
+    async fn list_releases(&self) -> Result<Vec<ReleaseRecord>>;
+    /// The highest published release for `hardware`.
+    async fn latest_published_release(&self, hardware: &str) -> Result<Option<ReleaseRecord>>;
+    /// Stores new metadata versions and applies release transitions, all or
+    /// nothing. A role version that exists already, or a release no longer in
+    /// its `from` state, is a conflict.
+    async fn publish_tuf(
+        &self,
+        metadata: &[TufMetadataRecord],
+        transitions: &[ReleaseTransition],
+        audit: &AuditEntry,
+    ) -> Result<()>;
+    /// The highest version of a role's metadata.
+    async fn tuf_latest(&self, role: &str) -> Result<Option<TufMetadataRecord>>;
+    async fn tuf_version(&self, role: &str, version: u64) -> Result<Option<TufMetadataRecord>>;
+    /// Devices reporting `version` on `hardware` (at most `limit`), in id order.
+    async fn devices_running(
+        &self,
+        hardware: &str,
+        version: &str,
+        limit: u32,
+    ) -> Result<Vec<DeviceId>>;
 }
 
 /// Opens the store a database URL names, creating and migrating it as needed.

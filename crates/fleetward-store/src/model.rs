@@ -88,3 +88,48 @@ impl Default for Settings {
         }
     }
 }
+
+/// A stored artifact, named by its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactRecord {
+    /// Lowercase hex.
+    pub sha256: String,
+    /// Lowercase hex.
+    pub sha512: String,
+    pub length: u64,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseRecord {
+    pub version: String,
+    pub hardware: String,
+    pub state: fleetward_core::ReleaseState,
+    /// The image's name in the TUF image repository.
+    pub target_name: String,
+    pub artifact_sha256: String,
+    pub sbom_sha256: Option<String>,
+    pub notes: String,
+    pub created_at: OffsetDateTime,
+    pub created_by: String,
+    pub updated_at: OffsetDateTime,
+}
+
+/// One version of one TUF role's metadata, as served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TufMetadataRecord {
+    pub role: String,
+    pub version: u64,
+    pub body: Vec<u8>,
+    pub expires_at: OffsetDateTime,
+    pub created_at: OffsetDateTime,
+}
+
+/// A release changing state, checked against the state it was read in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseTransition {
+    pub version: String,
+    pub from: fleetward_core::ReleaseState,
+    pub to: fleetward_core::ReleaseState,
+    pub at: OffsetDateTime,
+}

@@ -23,17 +23,19 @@ use tokio::sync::Mutex;
 
 mod events;
 mod identity;
+mod releases;
 
 use crate::point_read::PointReader;
 use crate::query_sql::{PlainSql, SqlSink, TagForm, push_predicate};
 use crate::{
-    AuditEntry, AuditRecord, Device, DeviceChange, NewDevice, PoolStats, Result, Settings, Store,
-    StoreError, TokenRecord,
+    ArtifactRecord, AuditEntry, AuditRecord, Device, DeviceChange, NewDevice, PoolStats,
+    ReleaseRecord, ReleaseTransition, Result, Settings, Store, StoreError, TokenRecord,
+    TufMetadataRecord,
 };
 
 #[derive(Debug)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     write_lock: Mutex<()>,
     /// `None` for in-memory databases, which other connections cannot see.
     point_reader: Option<Arc<PointReader>>,
@@ -84,7 +86,7 @@ impl SqliteStore {
         }
     }
 
-    async fn write<F, T>(&self, work: F) -> Result<T>
+    pub(crate) async fn write<F, T>(&self, work: F) -> Result<T>
     where
         F: for<'t> FnOnce(
                 &'t mut Transaction<'static, Sqlite>,
@@ -258,7 +260,10 @@ pub(crate) fn from_millis(millis: i64) -> Result<OffsetDateTime> {
 
 /// Writes the audit record and its twin in the security-event log, in the
 /// caller's transaction.
-async fn insert_audit(tx: &mut Transaction<'static, Sqlite>, entry: &AuditEntry) -> Result<()> {
+pub(crate) async fn insert_audit(
+    tx: &mut Transaction<'static, Sqlite>,
+    entry: &AuditEntry,
+) -> Result<()> {
     events::append_in(tx, &[crate::events::operator_event(entry)]).await?;
     sqlx::query("INSERT INTO audit_log (at, actor, action, target, source, detail) VALUES (?, ?, ?, ?, ?, ?)")
         .bind(to_millis(entry.at))
@@ -272,7 +277,7 @@ async fn insert_audit(tx: &mut Transaction<'static, Sqlite>, entry: &AuditEntry)
     Ok(())
 }
 
-fn is_unique_violation(error: &sqlx::Error) -> bool {
+pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
@@ -641,5 +646,46 @@ impl Store for SqliteStore {
             })
         })
         .await
+    }
+
+    async fn insert_artifact(&self, artifact: &ArtifactRecord, audit: &AuditEntry) -> Result<bool> {
+        self.insert_artifact_impl(artifact, audit).await
+    }
+    async fn artifact(&self, sha256: &str) -> Result<Option<ArtifactRecord>> {
+        self.artifact_impl(sha256).await
+    }
+    async fn insert_release(&self, release: &ReleaseRecord, audit: &AuditEntry) -> Result<()> {
+        self.insert_release_impl(release, audit).await
+    }
+    async fn release(&self, version: &str) -> Result<Option<ReleaseRecord>> {
+        self.release_impl(version).await
+    }
+    async fn list_releases(&self) -> Result<Vec<ReleaseRecord>> {
+        self.list_releases_impl().await
+    }
+    async fn latest_published_release(&self, hardware: &str) -> Result<Option<ReleaseRecord>> {
+        self.latest_published_release_impl(hardware).await
+    }
+    async fn publish_tuf(
+        &self,
+        metadata: &[TufMetadataRecord],
+        transitions: &[ReleaseTransition],
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        self.publish_tuf_impl(metadata, transitions, audit).await
+    }
+    async fn tuf_latest(&self, role: &str) -> Result<Option<TufMetadataRecord>> {
+        self.tuf_latest_impl(role).await
+    }
+    async fn tuf_version(&self, role: &str, version: u64) -> Result<Option<TufMetadataRecord>> {
+        self.tuf_version_impl(role, version).await
+    }
+    async fn devices_running(
+        &self,
+        hardware: &str,
+        version: &str,
+        limit: u32,
+    ) -> Result<Vec<DeviceId>> {
+        self.devices_running_impl(hardware, version, limit).await
     }
 }

@@ -1033,3 +1033,159 @@ async fn rekey_by_query_and_the_allow_list() {
     })
     .await;
 }
+
+fn artifact(n: u8) -> fleetward_store::ArtifactRecord {
+    fleetward_store::ArtifactRecord {
+        sha256: format!("{n:02x}").repeat(32),
+        sha512: format!("{n:02x}").repeat(64),
+        length: u64::from(n) * 1000,
+        created_at: now(),
+    }
+}
+
+fn release(version: &str, hardware: &str, n: u8) -> fleetward_store::ReleaseRecord {
+    fleetward_store::ReleaseRecord {
+        version: version.into(),
+        hardware: hardware.into(),
+        state: fleetward_core::ReleaseState::Draft,
+        target_name: format!("{hardware}/{version}/fw.img"),
+        artifact_sha256: artifact(n).sha256,
+        sbom_sha256: None,
+        notes: String::new(),
+        created_at: now(),
+        created_by: "test".into(),
+        updated_at: now(),
+    }
+}
+
+fn metadata(role: &str, version: u64) -> fleetward_store::TufMetadataRecord {
+    fleetward_store::TufMetadataRecord {
+        role: role.into(),
+        version,
+        body: format!("{role} {version}").into_bytes(),
+        expires_at: now() + time::Duration::days(1),
+        created_at: now(),
+    }
+}
+
+#[tokio::test]
+async fn artifacts_are_deduplicated_and_releases_unique() {
+    use fleetward_core::ReleaseState as S;
+    each_backend(|store| async move {
+        assert!(
+            store
+                .insert_artifact(&artifact(1), &audit("a"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .insert_artifact(&artifact(1), &audit("a"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.artifact(&artifact(1).sha256).await.unwrap(),
+            Some(artifact(1))
+        );
+        assert_eq!(store.artifact(&artifact(2).sha256).await.unwrap(), None);
+
+        store
+            .insert_release(&release("1.0.0", "rev2", 1), &audit("r"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .insert_release(&release("1.0.0", "rev2", 1), &audit("r"))
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store
+                .insert_release(&release("2.0.0", "rev2", 9), &audit("r"))
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        store
+            .insert_release(&release("1.10.0", "rev2", 1), &audit("r"))
+            .await
+            .unwrap();
+        assert_eq!(store.list_releases().await.unwrap().len(), 2);
+        assert_eq!(store.latest_published_release("rev2").await.unwrap(), None);
+
+        let to = |version: &str, from, to| fleetward_store::ReleaseTransition {
+            version: version.into(),
+            from,
+            to,
+            at: now(),
+        };
+        store
+            .publish_tuf(
+                &[metadata("targets", 1)],
+                &[to("1.0.0", S::Draft, S::Signed)],
+                &audit("s"),
+            )
+            .await
+            .unwrap();
+        // A stale `from` or a repeated version changes nothing at all.
+        assert!(matches!(
+            store
+                .publish_tuf(
+                    &[metadata("targets", 2)],
+                    &[to("1.0.0", S::Draft, S::Signed)],
+                    &audit("s")
+                )
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store
+                .publish_tuf(&[metadata("targets", 1)], &[], &audit("s"))
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(
+            store.tuf_latest("targets").await.unwrap().unwrap().version,
+            1
+        );
+        store
+            .publish_tuf(&[], &[to("1.0.0", S::Signed, S::Published)], &audit("p"))
+            .await
+            .unwrap();
+        let latest = store
+            .latest_published_release("rev2")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (latest.version.as_str(), latest.state),
+            ("1.0.0", S::Published)
+        );
+        assert_eq!(store.latest_published_release("rev1").await.unwrap(), None);
+        assert_eq!(
+            store.tuf_version("targets", 1).await.unwrap().unwrap().body,
+            b"targets 1"
+        );
+        assert_eq!(store.tuf_version("targets", 2).await.unwrap(), None);
+        assert_eq!(store.tuf_latest("root").await.unwrap(), None);
+
+        store
+            .register_devices(
+                &[
+                    device("a-1", "rev2", Some("1.0.0"), &[]),
+                    device("a-2", "rev2", Some("0.9"), &[]),
+                    device("a-3", "rev1", Some("1.0.0"), &[]),
+                ],
+                now(),
+                &audit("d"),
+            )
+            .await
+            .unwrap();
+        let running = store.devices_running("rev2", "1.0.0", 10).await.unwrap();
+        assert_eq!(
+            running.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
+            ["a-1"]
+        );
+    })
+    .await;
+}

@@ -8,6 +8,7 @@
 pub mod events;
 pub mod identity;
 pub mod operator;
+pub mod release;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

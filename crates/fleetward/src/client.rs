@@ -123,6 +123,44 @@ impl Client {
                 anyhow::Error::new(e)
             }
         })?;
+        Self::decode(response, &method, path).await
+    }
+
+    /// POSTs a raw body (a file stream, signed metadata) with extra headers.
+    /// No overall timeout: a large upload takes as long as it takes.
+    pub async fn post_raw<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+        body: reqwest::Body,
+    ) -> anyhow::Result<T> {
+        let url = format!("{}{}", self.base, path);
+        let mut request = self
+            .http
+            .post(&url)
+            .timeout(std::time::Duration::from_secs(24 * 3600))
+            .body(body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.map_err(|e| {
+            if e.is_connect() {
+                anyhow::Error::new(Unreachable(self.base.clone())).context(e.to_string())
+            } else {
+                anyhow::Error::new(e)
+            }
+        })?;
+        Self::decode(response, &Method::POST, path).await
+    }
+
+    async fn decode<T: DeserializeOwned>(
+        response: reqwest::Response,
+        method: &Method,
+        path: &str,
+    ) -> anyhow::Result<T> {
         let status = response.status();
         let bytes = response
             .bytes()

@@ -61,6 +61,12 @@ pub enum Command {
     /// Devices in the registry.
     #[command(subcommand)]
     Device(cmd::device::DeviceCommand),
+    /// Releases: upload, sign with offline keys, publish, revoke.
+    #[command(subcommand)]
+    Release(cmd::release::ReleaseCommand),
+    /// Offline root and targets keys of the image repository.
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCommand),
     /// Operator tokens.
     #[command(subcommand)]
     Token(cmd::token::TokenCommand),

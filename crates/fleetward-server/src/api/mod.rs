@@ -9,6 +9,7 @@ pub mod devices;
 pub mod events;
 pub mod identity;
 pub mod meta;
+pub mod releases;
 pub mod settings;
 pub mod tokens;
 
@@ -62,6 +63,18 @@ pub fn operator_api() -> OpenApiRouter<AppState> {
         .routes(routes!(events::verify_events))
         .routes(routes!(events::get_event))
         .routes(routes!(settings::get_settings, settings::put_settings))
+        .routes(routes!(releases::upload_artifact))
+        .routes(routes!(releases::download_artifact))
+        .routes(routes!(releases::create_release, releases::list_releases))
+        .routes(routes!(releases::get_release))
+        .routes(routes!(releases::signing_request))
+        .routes(routes!(releases::upload_signature))
+        .routes(routes!(releases::publish_release))
+        .routes(routes!(releases::deprecate_release))
+        .routes(routes!(releases::revoke_release))
+        .routes(routes!(releases::online_keys))
+        .routes(routes!(releases::repository_status))
+        .routes(routes!(releases::upload_root))
         .merge(identity_routes())
 }
 

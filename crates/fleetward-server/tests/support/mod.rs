@@ -17,6 +17,15 @@ pub struct TestServer {
     pub http: reqwest::Client,
 }
 
+/// A device that enrolled for real: its certificate, its key (which the
+/// server never saw) and an HTTPS client presenting them.
+pub struct EnrolledDevice {
+    pub id: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub client: reqwest::Client,
+}
+
 pub struct Answer {
     pub status: StatusCode,
     pub body: Value,
@@ -47,6 +56,7 @@ impl TestServer {
             device_listen: "127.0.0.1:0".parse().unwrap(),
             max_body_bytes: ServerConfig::DEFAULT_MAX_BODY_BYTES,
             identity: Default::default(),
+            releases: Default::default(),
         };
         adjust(&mut config);
         let server = fleetward_server::start(config).await.unwrap();
@@ -186,6 +196,51 @@ impl TestServer {
             builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
         }
         builder.build().unwrap()
+    }
+
+    /// Enrols `id` through `POST /device/v1/enroll` the way a device does
+    /// (its own key, a CSR, a one-use token) and returns its mTLS client.
+    pub async fn enroll_device(&self, id: &str, hardware: &str) -> EnrolledDevice {
+        let token = self
+            .post(
+                &self.admin,
+                "/api/v1/enroll-tokens",
+                serde_json::json!({"uses": 1, "expires_in_secs": 3600}),
+            )
+            .await;
+        assert_eq!(token.status, StatusCode::CREATED, "{:?}", token.body);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::CommonName, id);
+        params.distinguished_name = dn;
+        params.subject_alt_names = vec![rcgen::SanType::URI(
+            format!("urn:fleetward:device:{id}").try_into().unwrap(),
+        )];
+        let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+        let answer = self
+            .device_client(None)
+            .await
+            .post(format!("{}/device/v1/enroll", self.device_base()))
+            .json(&serde_json::json!({
+                "token": token.body["token"],
+                "csr": csr,
+                "hardware": hardware,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::CREATED);
+        let body: Value = answer.json().await.unwrap();
+        let cert_pem = body["certificate"].as_str().unwrap().to_owned();
+        let key_pem = key.serialize_pem();
+        let client = self.device_client(Some((&cert_pem, &key_pem))).await;
+        EnrolledDevice {
+            id: id.to_owned(),
+            cert_pem,
+            key_pem,
+            client,
+        }
     }
 
     pub fn device_base(&self) -> String {

@@ -83,6 +83,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         device_listen: "127.0.0.1:0".parse().context("device address")?,
         max_body_bytes: ServerConfig::DEFAULT_MAX_BODY_BYTES,
         identity: Default::default(),
+        releases: Default::default(),
     };
     let server = fleetward_server::start(config).await?;
     let base = format!("http://{}", server.addrs.operator);

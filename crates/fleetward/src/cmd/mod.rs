@@ -5,6 +5,8 @@ pub mod demo;
 pub mod device;
 pub mod events;
 pub mod identity;
+pub mod keys;
+pub mod release;
 pub mod server;
 pub mod settings;
 pub mod token;
@@ -24,6 +26,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(args) => server::serve(&cli, args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Device(command) => device::run(&api_client(&cli)?, cli.json, command).await,
+        Command::Keys(command) => keys::run(api_client(&cli).ok(), cli.json, command).await,
+        Command::Release(command) => release::run(&api_client(&cli)?, cli.json, command).await,
         Command::Token(command) => token::run(&api_client(&cli)?, cli.json, command).await,
         Command::EnrollToken(command) => {
             identity::run_enroll_token(&api_client(&cli)?, cli.json, command).await

@@ -62,6 +62,12 @@ pub struct ServerArgs {
     /// How long a renewed device's previous certificate stays valid, e.g. 24h.
     #[arg(long, env = "FLEETWARD_RENEWAL_OVERLAP", value_parser = humantime::parse_duration)]
     pub renewal_overlap: Option<std::time::Duration>,
+    /// Largest artifact (release image, SBOM) accepted, in bytes [default: 4 GiB].
+    #[arg(long, env = "FLEETWARD_MAX_ARTIFACT_BYTES")]
+    pub max_artifact_bytes: Option<u64>,
+    /// Where artifacts are stored [default: DATA_DIR/artifacts].
+    #[arg(long, env = "FLEETWARD_ARTIFACT_DIR")]
+    pub artifact_dir: Option<PathBuf>,
     /// Log filter, e.g. `info` or `fleetward_server=debug`.
     #[arg(long, env = "FLEETWARD_LOG", default_value = "info")]
     pub log: String,
@@ -84,6 +90,8 @@ pub struct FileConfig {
     pub renew_before: Option<std::time::Duration>,
     #[serde(default, with = "humantime_serde_opt")]
     pub renewal_overlap: Option<std::time::Duration>,
+    pub max_artifact_bytes: Option<u64>,
+    pub artifact_dir: Option<PathBuf>,
 }
 
 /// Durations in `fleetward.toml` are written like on the command line ("90d").
@@ -173,6 +181,14 @@ pub fn resolve(cli: &Cli, args: &ServerArgs, file: FileConfig) -> anyhow::Result
             .max_body_bytes
             .or(file.max_body_bytes)
             .unwrap_or(ServerConfig::DEFAULT_MAX_BODY_BYTES),
+        releases: {
+            let mut releases = fleetward_server::repo::ReleaseConfig::default();
+            if let Some(max) = args.max_artifact_bytes.or(file.max_artifact_bytes) {
+                releases.max_artifact_bytes = max;
+            }
+            releases.artifact_dir = args.artifact_dir.clone().or(file.artifact_dir);
+            releases
+        },
         data_dir,
     })
 }

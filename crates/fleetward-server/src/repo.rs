@@ -1,0 +1,548 @@
+//! The TUF image repository and the director, server side.
+//!
+//! The server holds only the online keys (snapshot, timestamp, director),
+//! in `<data-dir>/keys/online.json`. Root and targets metadata arrive signed
+//! by offline keys (`fleetward keys`, `fleetward release sign`); the server
+//! checks them with `fleetward-tuf` exactly as a client would, then signs
+//! the snapshot and timestamp that pin them. A background task re-signs
+//! timestamp (and snapshot) before they expire; whether it is due is the pure
+//! `timestamp_refresh_due`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fleetward_core::{ReleaseAction, ReleaseState};
+use fleetward_store::{
+    AuditEntry, ReleaseRecord, ReleaseTransition, Store, StoreError, TufMetadataRecord,
+};
+use fleetward_tuf::{
+    Expiry, ROLE_ROOT, ROLE_SNAPSHOT, ROLE_TARGETS, ROLE_TIMESTAMP, Role as _, Root, Signed,
+    SigningKey, TargetFile, Targets, TufError,
+};
+use time::OffsetDateTime;
+
+use crate::artifacts::ArtifactStore;
+
+/// Settings of signed releases.
+#[derive(Debug, Clone)]
+pub struct ReleaseConfig {
+    /// Where artifacts are stored; default `<data-dir>/artifacts`.
+    pub artifact_dir: Option<PathBuf>,
+    /// Largest artifact accepted, in bytes.
+    pub max_artifact_bytes: u64,
+    pub timestamp_lifetime: time::Duration,
+    pub snapshot_lifetime: time::Duration,
+    pub director_lifetime: time::Duration,
+    /// How often the background task checks whether to re-sign.
+    pub refresh_interval: std::time::Duration,
+}
+
+impl Default for ReleaseConfig {
+    fn default() -> Self {
+        ReleaseConfig {
+            artifact_dir: None,
+            max_artifact_bytes: 4 * 1024 * 1024 * 1024,
+            timestamp_lifetime: time::Duration::days(1),
+            snapshot_lifetime: time::Duration::days(7),
+            director_lifetime: time::Duration::days(1),
+            refresh_interval: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// A check that must pass before a release is published. The SBOM gate of
+/// the SCA work plugs in here.
+#[async_trait::async_trait]
+pub trait PublishGate: Send + Sync + std::fmt::Debug {
+    fn name(&self) -> &'static str;
+    /// `Err(reason)` refuses the publication.
+    async fn check(&self, release: &ReleaseRecord, store: &dyn Store) -> Result<(), String>;
+}
+
+/// The online signing keys. Never leave the data dir.
+#[derive(Debug, Clone)]
+pub struct OnlineKeys {
+    pub snapshot: SigningKey,
+    pub timestamp: SigningKey,
+    pub director: SigningKey,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OnlineKeysFile {
+    snapshot: String,
+    timestamp: String,
+    director: String,
+}
+
+impl OnlineKeys {
+    /// Reads `<data-dir>/keys/online.json`, creating it (mode 0600) with
+    /// fresh keys on first start.
+    pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let dir = data_dir.join("keys");
+        let path = dir.join("online.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let file: OnlineKeysFile = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("parsing {}", path.display()))?;
+                let key = |hex_seed: &str| -> anyhow::Result<SigningKey> {
+                    let seed = hex::decode(hex_seed).context("online key is not hex")?;
+                    Ok(SigningKey::from_seed(&seed)?)
+                };
+                Ok(OnlineKeys {
+                    snapshot: key(&file.snapshot)?,
+                    timestamp: key(&file.timestamp)?,
+                    director: key(&file.director)?,
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                let fresh = || -> anyhow::Result<SigningKey> {
+                    let mut seed = [0u8; 32];
+                    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+                    Ok(SigningKey::from_seed(&seed)?)
+                };
+                let keys = OnlineKeys {
+                    snapshot: fresh()?,
+                    timestamp: fresh()?,
+                    director: fresh()?,
+                };
+                let file = OnlineKeysFile {
+                    snapshot: hex::encode(keys.snapshot.seed()),
+                    timestamp: hex::encode(keys.timestamp.seed()),
+                    director: hex::encode(keys.director.seed()),
+                };
+                write_private(&path, &serde_json::to_vec_pretty(&file)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                Ok(keys)
+            }
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+}
+
+/// Writes a secret file readable by its owner only, atomically.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let temp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path)
+}
+
+/// Everything signed releases need at run time.
+#[derive(Debug)]
+pub struct Releases {
+    pub artifacts: ArtifactStore,
+    pub keys: OnlineKeys,
+    pub config: ReleaseConfig,
+    pub gates: Vec<Arc<dyn PublishGate>>,
+}
+
+impl Releases {
+    pub fn open(data_dir: &Path, config: ReleaseConfig) -> anyhow::Result<Self> {
+        let dir = config
+            .artifact_dir
+            .clone()
+            .unwrap_or_else(|| crate::artifacts::default_dir(data_dir));
+        Ok(Releases {
+            artifacts: ArtifactStore::local(&dir, config.max_artifact_bytes)?,
+            keys: OnlineKeys::load_or_create(data_dir)?,
+            config,
+            gates: Vec::new(),
+        })
+    }
+}
+
+/// Why the repository refused something.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Tuf(#[from] TufError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    NotReady(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn record(
+    role: &str,
+    version: u64,
+    body: Vec<u8>,
+    expires: Expiry,
+    now: OffsetDateTime,
+) -> TufMetadataRecord {
+    TufMetadataRecord {
+        role: role.to_owned(),
+        version,
+        body,
+        expires_at: expires.0,
+        created_at: now,
+    }
+}
+
+/// The current trusted root, if one was uploaded.
+pub async fn current_root(store: &dyn Store) -> Result<Option<Root>, RepoError> {
+    let Some(latest) = store.tuf_latest(ROLE_ROOT).await? else {
+        return Ok(None);
+    };
+    let parsed = fleetward_tuf::parse_signed::<Root>(&latest.body)
+        .map_err(|e| StoreError::Corrupt(format!("stored root: {e}")))?;
+    Ok(Some(parsed.signed))
+}
+
+/// Checks a root (first or rotation) and stores it. The root must give the
+/// snapshot and timestamp roles to exactly this server's online keys.
+pub async fn accept_root(
+    store: &dyn Store,
+    keys: &OnlineKeys,
+    bytes: &[u8],
+    now: OffsetDateTime,
+    audit: &AuditEntry,
+) -> Result<Root, RepoError> {
+    let root = match current_root(store).await? {
+        None => fleetward_tuf::check_initial_root(bytes, now)?,
+        Some(trusted) => fleetward_tuf::check_root_update(&trusted, bytes, now)?,
+    };
+    for (role, key) in [
+        (ROLE_SNAPSHOT, &keys.snapshot),
+        (ROLE_TIMESTAMP, &keys.timestamp),
+    ] {
+        let id = key.key_id()?;
+        let listed = &root.roles[role];
+        if listed.keyids != [id.clone()] || listed.threshold != 1 {
+            return Err(RepoError::Refused(format!(
+                "the {role} role must be exactly this server's online {role} key {id} with threshold 1 (see `fleetward keys root`)"
+            )));
+        }
+    }
+    let stored = record(ROLE_ROOT, root.version, bytes.to_vec(), root.expires, now);
+    store.publish_tuf(&[stored], &[], audit).await?;
+    Ok(root)
+}
+
+fn target_file(release: &ReleaseRecord, artifact: &fleetward_store::ArtifactRecord) -> TargetFile {
+    let mut hashes = BTreeMap::new();
+    hashes.insert("sha256".to_owned(), artifact.sha256.clone());
+    hashes.insert("sha512".to_owned(), artifact.sha512.clone());
+    TargetFile {
+        length: artifact.length,
+        hashes,
+        custom: Some(serde_json::json!({
+            "version": release.version,
+            "hardware": release.hardware,
+        })),
+    }
+}
+
+/// The target entries the next targets metadata must list: every release
+/// that is signed, published or deprecated, plus `adding`.
+pub async fn expected_targets(
+    store: &dyn Store,
+    adding: &ReleaseRecord,
+) -> Result<BTreeMap<String, TargetFile>, RepoError> {
+    let mut targets = BTreeMap::new();
+    for release in store.list_releases().await? {
+        let listed = release.version == adding.version
+            || (release.state != ReleaseState::Draft && release.state.listed_in_targets());
+        if !listed {
+            continue;
+        }
+        let artifact = store
+            .artifact(&release.artifact_sha256)
+            .await?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("artifact of release {}", release.version))
+            })?;
+        targets.insert(
+            release.target_name.clone(),
+            target_file(&release, &artifact),
+        );
+    }
+    Ok(targets)
+}
+
+/// What the release manager is asked to sign for `release`.
+pub async fn signing_request(
+    store: &dyn Store,
+    release: &ReleaseRecord,
+    now: OffsetDateTime,
+) -> Result<(Targets, Option<serde_json::Value>), RepoError> {
+    if current_root(store).await?.is_none() {
+        return Err(RepoError::NotReady(
+            "the image repository has no root yet; upload one with `fleetward keys root`".into(),
+        ));
+    }
+    release
+        .state
+        .after(ReleaseAction::Sign)
+        .map_err(RepoError::Refused)?;
+    let current = store.tuf_latest(ROLE_TARGETS).await?;
+    let version = current.as_ref().map_or(1, |c| c.version + 1);
+    let current = current
+        .map(|c| serde_json::from_slice(&c.body))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("stored targets: {e}")))?;
+    let targets = expected_targets(store, release).await?;
+    Ok((
+        Targets::new(version, Expiry::at(now + time::Duration::days(90)), targets),
+        current,
+    ))
+}
+
+/// Checks targets metadata signed offline for `release` and publishes it
+/// with a new snapshot and timestamp, moving the release to `signed`.
+pub async fn accept_targets(
+    store: &dyn Store,
+    releases: &Releases,
+    release: &ReleaseRecord,
+    bytes: &[u8],
+    now: OffsetDateTime,
+    audit: &AuditEntry,
+) -> Result<Targets, RepoError> {
+    let root = current_root(store)
+        .await?
+        .ok_or_else(|| RepoError::NotReady("the image repository has no root yet".into()))?;
+    let to = release
+        .state
+        .after(ReleaseAction::Sign)
+        .map_err(RepoError::Refused)?;
+    let current = store.tuf_latest(ROLE_TARGETS).await?.map(|c| c.version);
+    let targets = fleetward_tuf::check_targets(&root, bytes, current, now)?;
+    let expected = expected_targets(store, release).await?;
+    for (name, file) in &expected {
+        match targets.targets.get(name) {
+            None => {
+                return Err(RepoError::Refused(format!(
+                    "the signed targets do not list {name}; sign the current signing request"
+                )));
+            }
+            Some(signed) if signed.length != file.length || signed.hashes != file.hashes => {
+                return Err(RepoError::Refused(format!(
+                    "the signed targets describe {name} with a different length or hashes than the stored artifact"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = targets.targets.keys().find(|n| !expected.contains_key(*n)) {
+        return Err(RepoError::Refused(format!(
+            "the signed targets list {extra}, which is not a signed, published or deprecated release"
+        )));
+    }
+    let mut items = vec![record(
+        ROLE_TARGETS,
+        targets.version,
+        bytes.to_vec(),
+        targets.expires,
+        now,
+    )];
+    items.extend(
+        online_metadata(
+            store,
+            &releases.keys,
+            &releases.config,
+            targets.version,
+            now,
+        )
+        .await?,
+    );
+    let transitions: Vec<_> = (to != release.state)
+        .then(|| ReleaseTransition {
+            version: release.version.clone(),
+            from: release.state,
+            to,
+            at: now,
+        })
+        .into_iter()
+        .collect();
+    store.publish_tuf(&items, &transitions, audit).await?;
+    Ok(targets)
+}
+
+/// New snapshot (pinning targets `targets_version`) and timestamp.
+async fn online_metadata(
+    store: &dyn Store,
+    keys: &OnlineKeys,
+    config: &ReleaseConfig,
+    targets_version: u64,
+    now: OffsetDateTime,
+) -> Result<Vec<TufMetadataRecord>, RepoError> {
+    let snapshot_version = store
+        .tuf_latest(ROLE_SNAPSHOT)
+        .await?
+        .map_or(1, |s| s.version + 1);
+    let snapshot = fleetward_tuf::snapshot_for(
+        snapshot_version,
+        Expiry::at(now + config.snapshot_lifetime),
+        targets_version,
+    );
+    let snapshot_expires = snapshot.expires();
+    let snapshot_bytes = Signed::sign(snapshot, &[&keys.snapshot])?.to_bytes()?;
+    let mut items = vec![record(
+        ROLE_SNAPSHOT,
+        snapshot_version,
+        snapshot_bytes.clone(),
+        snapshot_expires,
+        now,
+    )];
+    items
+        .push(timestamp_record(store, keys, config, snapshot_version, &snapshot_bytes, now).await?);
+    Ok(items)
+}
+
+async fn timestamp_record(
+    store: &dyn Store,
+    keys: &OnlineKeys,
+    config: &ReleaseConfig,
+    snapshot_version: u64,
+    snapshot_bytes: &[u8],
+    now: OffsetDateTime,
+) -> Result<TufMetadataRecord, RepoError> {
+    let version = store
+        .tuf_latest(ROLE_TIMESTAMP)
+        .await?
+        .map_or(1, |t| t.version + 1);
+    let timestamp = fleetward_tuf::timestamp_for(
+        version,
+        Expiry::at(now + config.timestamp_lifetime),
+        snapshot_version,
+        snapshot_bytes,
+    );
+    let expires = timestamp.expires();
+    let bytes = Signed::sign(timestamp, &[&keys.timestamp])?.to_bytes()?;
+    Ok(record(ROLE_TIMESTAMP, version, bytes, expires, now))
+}
+
+/// Re-signs snapshot and/or timestamp when less than half their lifetime is
+/// left. Returns whether anything was signed.
+pub async fn refresh(
+    store: &dyn Store,
+    keys: &OnlineKeys,
+    config: &ReleaseConfig,
+    now: OffsetDateTime,
+) -> Result<bool, RepoError> {
+    let (Some(snapshot), Some(timestamp)) = (
+        store.tuf_latest(ROLE_SNAPSHOT).await?,
+        store.tuf_latest(ROLE_TIMESTAMP).await?,
+    ) else {
+        return Ok(false);
+    };
+    let snapshot_due = fleetward_tuf::timestamp_refresh_due(
+        now,
+        Expiry(snapshot.expires_at),
+        config.snapshot_lifetime,
+    );
+    let timestamp_due = fleetward_tuf::timestamp_refresh_due(
+        now,
+        Expiry(timestamp.expires_at),
+        config.timestamp_lifetime,
+    );
+    let items = if snapshot_due {
+        let Some(targets) = store.tuf_latest(ROLE_TARGETS).await? else {
+            return Ok(false);
+        };
+        online_metadata(store, keys, config, targets.version, now).await?
+    } else if timestamp_due {
+        vec![timestamp_record(store, keys, config, snapshot.version, &snapshot.body, now).await?]
+    } else {
+        return Ok(false);
+    };
+    let audit = AuditEntry {
+        at: now,
+        actor: "server".to_owned(),
+        action: "tuf.refresh".to_owned(),
+        target: "tuf:timestamp".to_owned(),
+        source: "server".to_owned(),
+        detail: serde_json::json!({ "snapshot": snapshot_due }),
+    };
+    store.publish_tuf(&items, &[], &audit).await?;
+    Ok(true)
+}
+
+/// Runs [`refresh`] every `refresh_interval` until `stop` flips.
+pub async fn refresh_task(
+    store: Arc<dyn Store>,
+    releases: Arc<Releases>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match refresh(
+            store.as_ref(),
+            &releases.keys,
+            &releases.config,
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        {
+            Ok(true) => tracing::info!("re-signed timestamp metadata"),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(%error, "re-signing timestamp metadata failed; will retry")
+            }
+        }
+        tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => return,
+            () = tokio::time::sleep(releases.config.refresh_interval) => {}
+        }
+    }
+}
+
+/// Whether `release` may be published now: a valid signature over it in the
+/// served targets metadata, and every gate.
+pub async fn check_publishable(
+    store: &dyn Store,
+    releases: &Releases,
+    release: &ReleaseRecord,
+    now: OffsetDateTime,
+) -> Result<(), RepoError> {
+    release
+        .state
+        .after(ReleaseAction::Publish)
+        .map_err(RepoError::Refused)?;
+    let root = current_root(store)
+        .await?
+        .ok_or_else(|| RepoError::NotReady("no root".into()))?;
+    let latest = store
+        .tuf_latest(ROLE_TARGETS)
+        .await?
+        .ok_or_else(|| RepoError::Refused("no signed targets metadata".into()))?;
+    let raw = fleetward_tuf::parse_signed::<Targets>(&latest.body)?;
+    fleetward_tuf::verify_role(&raw.canonical_signed, &raw.signatures, &root, ROLE_TARGETS)?;
+    if raw.signed.expires.is_past(now) {
+        return Err(TufError::Expired {
+            role: ROLE_TARGETS.to_owned(),
+            expires: raw.signed.expires.to_rfc3339(),
+        }
+        .into());
+    }
+    let artifact = store
+        .artifact(&release.artifact_sha256)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("artifact of {}", release.version)))?;
+    let expected = target_file(release, &artifact);
+    match raw.signed.targets.get(&release.target_name) {
+        Some(file) if file.length == expected.length && file.hashes == expected.hashes => {}
+        _ => {
+            return Err(RepoError::Refused(format!(
+                "the signed targets metadata does not list {}; sign the release first",
+                release.target_name
+            )));
+        }
+    }
+    for gate in &releases.gates {
+        gate.check(release, store).await.map_err(|reason| {
+            RepoError::Refused(format!("gate {} refused: {reason}", gate.name()))
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! Serving the image repository (`/tuf/metadata/…`, `/tuf/targets/…`) and
+//! the director's per-device metadata.
+//!
+//! Devices read `/tuf/` on the device listener; operators read it on the
+//! operator listener with a token. The layout is TUF's with consistent
+//! snapshots: `N.root.json`, `timestamp.json`, `N.snapshot.json`,
+//! `N.targets.json`, and targets as `<dir>/<sha256>.<name>`.
+
+use crate::device::DeviceIdentity;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use fleetward_tuf::{
+    DirectorImage, Expiry, ROLE_ROOT, ROLE_SNAPSHOT, ROLE_TARGETS, ROLE_TIMESTAMP, Signed,
+};
+
+use crate::AppState;
+use crate::api::releases::serve_artifact;
+use crate::artifacts::is_hex;
+use crate::auth::{Auth, perm};
+use crate::error::{ApiError, Path};
+
+/// Which stored metadata a file name under `/tuf/metadata/` means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataFile {
+    Version(&'static str, u64),
+    Latest(&'static str),
+}
+
+/// Parses `1.root.json`, `timestamp.json`, `3.targets.json`, `root.json`…
+pub fn parse_metadata_file(name: &str) -> Option<MetadataFile> {
+    let stem = name.strip_suffix(".json")?;
+    let role = |r: &str| {
+        [ROLE_ROOT, ROLE_TARGETS, ROLE_SNAPSHOT, ROLE_TIMESTAMP]
+            .into_iter()
+            .find(|known| *known == r)
+    };
+    match stem.split_once('.') {
+        None => role(stem).map(MetadataFile::Latest),
+        Some((version, r)) => {
+            let role = role(r)?;
+            // Timestamp is never versioned in the file name (TUF 5.3).
+            if role == ROLE_TIMESTAMP
+                || version.is_empty()
+                || version.len() > 19
+                || version.starts_with('0')
+            {
+                return None;
+            }
+            let version = version
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| version.parse().ok())??;
+            Some(MetadataFile::Version(role, version))
+        }
+    }
+}
+
+async fn metadata(state: &AppState, name: &str) -> Result<Response, ApiError> {
+    let not_found = || ApiError::not_found(format!("metadata {name} not found"));
+    let record = match parse_metadata_file(name).ok_or_else(not_found)? {
+        MetadataFile::Latest(role) => state.store.tuf_latest(role).await?,
+        MetadataFile::Version(role, version) => state.store.tuf_version(role, version).await?,
+    }
+    .ok_or_else(not_found)?;
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        record.body,
+    )
+        .into_response())
+}
+
+/// A target path `dir/…/<sha256>.<basename>`: the content is looked up by
+/// its hash (the client verifies it against signed metadata anyway).
+async fn target(state: &AppState, path: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
+    let basename = path.rsplit('/').next().unwrap_or("");
+    let sha256 = basename.split_once('.').map_or(basename, |(hash, _)| hash);
+    if !is_hex(sha256, 64) || !fleetward_tuf::valid_target_name(path) {
+        return Err(ApiError::not_found("target not found"));
+    }
+    serve_artifact(state, sha256, headers).await
+}
+
+pub async fn device_metadata(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    metadata(&state, &name).await
+}
+
+pub async fn device_target(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    target(&state, &path, &headers).await
+}
+
+pub async fn operator_metadata(
+    State(state): State<AppState>,
+    _auth: Auth<perm::ReleaseRead>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    metadata(&state, &name).await
+}
+
+pub async fn operator_target(
+    State(state): State<AppState>,
+    _auth: Auth<perm::ReleaseRead>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    target(&state, &path, &headers).await
+}
+
+/// The director's targets metadata for the calling device: the one image it
+/// must install (the highest published release for its hardware), signed
+/// with the online director key. 404 when nothing is offered.
+pub async fn director_targets(
+    State(state): State<AppState>,
+    caller: DeviceIdentity,
+) -> Result<Response, ApiError> {
+    let device_id = caller.device_id;
+    let device = state.store.device(&device_id).await?.ok_or_else(|| {
+        ApiError::unauthenticated("unknown_device", "this device is not registered")
+    })?;
+    if device.status != fleetward_core::DeviceStatus::Active {
+        return Err(ApiError::not_found("no update is offered to this device"));
+    }
+    let release = state
+        .store
+        .latest_published_release(&device.hardware)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no update is offered to this device"))?;
+    let artifact = state
+        .store
+        .artifact(&release.artifact_sha256)
+        .await?
+        .ok_or_else(ApiError::internal)?;
+    let now = state.now();
+    let image = DirectorImage {
+        device_id: device.id.as_str().to_owned(),
+        target_name: release.target_name.clone(),
+        length: artifact.length,
+        sha256: artifact.sha256,
+        sha512: artifact.sha512,
+        release_version: release.version.clone(),
+        hardware: release.hardware.clone(),
+    };
+    // Versions are the signing time in seconds: monotonic per device as long
+    // as the server clock is, with no per-device state to keep.
+    let version = u64::try_from(now.unix_timestamp()).unwrap_or(1);
+    let releases = state.releases.as_ref();
+    let metadata = fleetward_tuf::director_targets(
+        version,
+        Expiry::at(now + releases.config.director_lifetime),
+        &image,
+    );
+    let body = Signed::sign(metadata, &[&releases.keys.director])
+        .and_then(|s| s.to_bytes())
+        .map_err(|_| ApiError::internal())?;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MetadataFile as M, parse_metadata_file};
+
+    #[test]
+    fn metadata_file_names() {
+        let check = |name: &str, expected: Option<M>| {
+            assert_eq!(parse_metadata_file(name), expected, "{name}")
+        };
+        check("1.root.json", Some(M::Version("root", 1)));
+        check("12.targets.json", Some(M::Version("targets", 12)));
+        check("3.snapshot.json", Some(M::Version("snapshot", 3)));
+        check("timestamp.json", Some(M::Latest("timestamp")));
+        check("root.json", Some(M::Latest("root")));
+        check("1.timestamp.json", None);
+        check("01.root.json", None);
+        check("-1.root.json", None);
+        check("1.mirrors.json", None);
+        check("1.root", None);
+        check("99999999999999999999.root.json", None);
+        check("../1.root.json", None);
+    }
+}

@@ -1,0 +1,488 @@
+//! `fleetward keys …`: the offline root and targets keys.
+//!
+//! These keys never touch the server: they live in a directory on the
+//! release manager's machine (ideally an offline one), one JSON file per key,
+//! optionally encrypted with a passphrase. Encryption is scrypt (key
+//! derivation) and ChaCha20-Poly1305 (authenticated encryption) from the
+//! RustCrypto project, with the key's role and id bound as associated data so
+//! a file cannot be passed off as another key.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail, ensure};
+use chacha20poly1305::aead::{Aead as _, KeyInit as _, Payload};
+use clap::Subcommand;
+use fleetward_tuf::{
+    Expiry, PublicKey, ROLE_ROOT, ROLE_SNAPSHOT, ROLE_TARGETS, ROLE_TIMESTAMP, Root, Signed,
+    SigningKey,
+};
+use fleetward_wire::release::{OnlineKeys, RepositoryStatus};
+use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::client::Client;
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make offline root and targets keys in a new directory the server never reads.
+    Init {
+        /// The key directory (created; must not hold keys yet).
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        root_keys: u8,
+        #[arg(long, default_value_t = 1)]
+        root_threshold: u8,
+        #[arg(long, default_value_t = 1)]
+        targets_keys: u8,
+        #[arg(long, default_value_t = 1)]
+        targets_threshold: u8,
+        /// Encrypt every key with the passphrase in this file (first line).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// scrypt cost (log2 N); 17 (128 MiB) unless you know better.
+        #[arg(long, default_value_t = 17, hide = true)]
+        kdf_log_n: u8,
+    },
+    /// Sign root metadata naming these keys and the server's online keys,
+    /// and upload it: the first root, or a rotation (with --old-dir).
+    Root {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The current root keys, when rotating to the keys in --dir.
+        #[arg(long)]
+        old_dir: Option<PathBuf>,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "365d")]
+        expires: Duration,
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        #[arg(long)]
+        old_passphrase_file: Option<PathBuf>,
+    },
+}
+
+/// `KEYDIR/keys.json`: which keys are there and the thresholds.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub root_threshold: u64,
+    pub targets_threshold: u64,
+    pub root: Vec<String>,
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    role: String,
+    keyid: String,
+    public: PublicKey,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seed: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encrypted: Option<Encrypted>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Encrypted {
+    kdf: String,
+    log_n: u8,
+    r: u32,
+    p: u32,
+    salt: String,
+    cipher: String,
+    nonce: String,
+    ciphertext: String,
+}
+
+/// A loaded key directory.
+#[derive(Debug)]
+pub struct KeyDir {
+    pub manifest: Manifest,
+    pub root: Vec<SigningKey>,
+    pub targets: Vec<SigningKey>,
+}
+
+fn derive(
+    passphrase: &[u8],
+    salt: &[u8],
+    log_n: u8,
+    r: u32,
+    p: u32,
+) -> anyhow::Result<Zeroizing<[u8; 32]>> {
+    let params = scrypt::Params::new(log_n, r, p, 32)
+        .map_err(|_| anyhow::anyhow!("invalid scrypt parameters"))?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    scrypt::scrypt(passphrase, salt, &params, key.as_mut())
+        .map_err(|_| anyhow::anyhow!("scrypt output length"))?;
+    Ok(key)
+}
+
+pub fn read_passphrase(file: Option<&Path>) -> anyhow::Result<Option<Zeroizing<Vec<u8>>>> {
+    let Some(file) = file else { return Ok(None) };
+    let text =
+        Zeroizing::new(std::fs::read(file).with_context(|| format!("reading {}", file.display()))?);
+    let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    ensure!(
+        !line.is_empty(),
+        "the passphrase file {} is empty",
+        file.display()
+    );
+    Ok(Some(Zeroizing::new(line.to_vec())))
+}
+
+fn seal(
+    role: &str,
+    key: &SigningKey,
+    passphrase: Option<&[u8]>,
+    log_n: u8,
+) -> anyhow::Result<KeyFile> {
+    let keyid = key.key_id()?;
+    let public = key.public();
+    let Some(passphrase) = passphrase else {
+        return Ok(KeyFile {
+            role: role.to_owned(),
+            keyid,
+            public,
+            seed: Some(hex::encode(key.seed())),
+            encrypted: None,
+        });
+    };
+    let mut salt = [0u8; 16];
+    let mut nonce = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let (r, p) = (8, 1);
+    let derived = derive(passphrase, &salt, log_n, r, p)?;
+    let cipher = chacha20poly1305::ChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(
+        derived.as_ref(),
+    ));
+    let aad = format!("fleetward key {role} {keyid}");
+    let seed = Zeroizing::new(key.seed());
+    let ciphertext = cipher
+        .encrypt(
+            chacha20poly1305::Nonce::from_slice(&nonce),
+            Payload {
+                msg: seed.as_ref(),
+                aad: aad.as_bytes(),
+            },
+        )
+        .map_err(|_| anyhow::anyhow!("encrypting the key"))?;
+    Ok(KeyFile {
+        role: role.to_owned(),
+        keyid,
+        public,
+        seed: None,
+        encrypted: Some(Encrypted {
+            kdf: "scrypt".to_owned(),
+            log_n,
+            r,
+            p,
+            salt: hex::encode(salt),
+            cipher: "chacha20poly1305".to_owned(),
+            nonce: hex::encode(nonce),
+            ciphertext: hex::encode(ciphertext),
+        }),
+    })
+}
+
+fn open_key(file: &KeyFile, passphrase: Option<&[u8]>) -> anyhow::Result<SigningKey> {
+    let key = match (&file.seed, &file.encrypted) {
+        (Some(seed), None) => SigningKey::from_seed(&Zeroizing::new(
+            hex::decode(seed).context("seed is not hex")?,
+        ))?,
+        (None, Some(sealed)) => {
+            let passphrase =
+                passphrase.context("the keys are encrypted: pass --passphrase-file")?;
+            ensure!(
+                sealed.kdf == "scrypt" && sealed.cipher == "chacha20poly1305",
+                "unknown key encryption"
+            );
+            ensure!(
+                (10..=22).contains(&sealed.log_n),
+                "implausible scrypt cost {}",
+                sealed.log_n
+            );
+            let derived = derive(
+                passphrase,
+                &hex::decode(&sealed.salt)?,
+                sealed.log_n,
+                sealed.r,
+                sealed.p,
+            )?;
+            let cipher = chacha20poly1305::ChaCha20Poly1305::new(
+                chacha20poly1305::Key::from_slice(derived.as_ref()),
+            );
+            let nonce = hex::decode(&sealed.nonce)?;
+            ensure!(nonce.len() == 12, "bad nonce");
+            let aad = format!("fleetward key {} {}", file.role, file.keyid);
+            let seed = Zeroizing::new(
+                cipher
+                    .decrypt(
+                        chacha20poly1305::Nonce::from_slice(&nonce),
+                        Payload {
+                            msg: &hex::decode(&sealed.ciphertext)?,
+                            aad: aad.as_bytes(),
+                        },
+                    )
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "wrong passphrase (or a damaged key file) for key {}",
+                            file.keyid
+                        )
+                    })?,
+            );
+            SigningKey::from_seed(&seed)?
+        }
+        _ => bail!(
+            "key file for {} has neither or both of seed and encrypted",
+            file.keyid
+        ),
+    };
+    ensure!(
+        key.public() == file.public && key.key_id()? == file.keyid,
+        "key file {} does not match its public key",
+        file.keyid
+    );
+    Ok(key)
+}
+
+impl KeyDir {
+    pub fn load(dir: &Path, passphrase: Option<&[u8]>) -> anyhow::Result<KeyDir> {
+        let path = dir.join("keys.json");
+        let manifest: Manifest = serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", path.display()))?;
+        let load = |role: &str, names: &[String]| -> anyhow::Result<Vec<SigningKey>> {
+            names
+                .iter()
+                .map(|name| {
+                    ensure!(
+                        name.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                            && !name.starts_with('.'),
+                        "bad key file name {name:?}"
+                    );
+                    let path = dir.join(name);
+                    let file: KeyFile = serde_json::from_slice(
+                        &std::fs::read(&path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    )
+                    .with_context(|| format!("parsing {}", path.display()))?;
+                    ensure!(
+                        file.role == role,
+                        "{} is a {} key, listed as {role}",
+                        path.display(),
+                        file.role
+                    );
+                    open_key(&file, passphrase)
+                })
+                .collect()
+        };
+        let root = load(ROLE_ROOT, &manifest.root)?;
+        let targets = load(ROLE_TARGETS, &manifest.targets)?;
+        Ok(KeyDir {
+            manifest,
+            root,
+            targets,
+        })
+    }
+
+    pub fn targets_public(&self) -> Vec<PublicKey> {
+        self.targets.iter().map(SigningKey::public).collect()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn init(
+    dir: &Path,
+    root_keys: u8,
+    root_threshold: u8,
+    targets_keys: u8,
+    targets_threshold: u8,
+    passphrase: Option<&[u8]>,
+    log_n: u8,
+) -> anyhow::Result<Manifest> {
+    ensure!(
+        (1..=root_keys).contains(&root_threshold),
+        "the root threshold must be between 1 and --root-keys"
+    );
+    ensure!(
+        (1..=targets_keys).contains(&targets_threshold),
+        "the targets threshold must be between 1 and --targets-keys"
+    );
+    ensure!(
+        !dir.join("keys.json").exists(),
+        "{} holds keys already; refusing to overwrite them",
+        dir.display()
+    );
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let mut manifest = Manifest {
+        root_threshold: u64::from(root_threshold),
+        targets_threshold: u64::from(targets_threshold),
+        root: Vec::new(),
+        targets: Vec::new(),
+    };
+    for (role, count) in [(ROLE_ROOT, root_keys), (ROLE_TARGETS, targets_keys)] {
+        for n in 1..=count {
+            let mut seed = Zeroizing::new([0u8; 32]);
+            rand::rngs::OsRng.fill_bytes(seed.as_mut());
+            let key = SigningKey::from_seed(seed.as_ref())?;
+            let name = format!("{role}-{n}.json");
+            let file = seal(role, &key, passphrase, log_n)?;
+            fleetward_server::repo::write_private(
+                &dir.join(&name),
+                &serde_json::to_vec_pretty(&file)?,
+            )
+            .with_context(|| format!("writing {name}"))?;
+            if role == ROLE_ROOT {
+                manifest.root.push(name)
+            } else {
+                manifest.targets.push(name)
+            }
+        }
+    }
+    std::fs::write(dir.join("keys.json"), serde_json::to_vec_pretty(&manifest)?)?;
+    Ok(manifest)
+}
+
+pub async fn run(
+    client: Option<Client>,
+    json: bool,
+    command: &KeysCommand,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        KeysCommand::Init {
+            dir,
+            root_keys,
+            root_threshold,
+            targets_keys,
+            targets_threshold,
+            passphrase_file,
+            kdf_log_n,
+        } => {
+            let passphrase = read_passphrase(passphrase_file.as_deref())?;
+            let manifest = init(
+                dir,
+                *root_keys,
+                *root_threshold,
+                *targets_keys,
+                *targets_threshold,
+                passphrase.as_deref().map(|p| p.as_slice()),
+                *kdf_log_n,
+            )?;
+            if json {
+                crate::output::json(&manifest)?;
+            } else {
+                println!(
+                    "Made {} root key(s) (threshold {}) and {} targets key(s) (threshold {}) in {}{}.",
+                    manifest.root.len(),
+                    manifest.root_threshold,
+                    manifest.targets.len(),
+                    manifest.targets_threshold,
+                    dir.display(),
+                    if passphrase.is_some() {
+                        ", encrypted"
+                    } else {
+                        ", NOT encrypted (use --passphrase-file)"
+                    }
+                );
+                println!(
+                    "Keep this directory offline. Next: `fleetward keys root --dir {}`.",
+                    dir.display()
+                );
+            }
+        }
+        KeysCommand::Root {
+            dir,
+            old_dir,
+            expires,
+            passphrase_file,
+            old_passphrase_file,
+        } => {
+            let client =
+                client.context("no operator token: pass --token or set FLEETWARD_TOKEN")?;
+            let passphrase = read_passphrase(passphrase_file.as_deref())?;
+            let keys = KeyDir::load(dir, passphrase.as_deref().map(|p| p.as_slice()))?;
+            let old = match old_dir {
+                Some(old_dir) => {
+                    let old_passphrase = read_passphrase(
+                        old_passphrase_file
+                            .as_deref()
+                            .or(passphrase_file.as_deref()),
+                    )?;
+                    Some(KeyDir::load(
+                        old_dir,
+                        old_passphrase.as_deref().map(|p| p.as_slice()),
+                    )?)
+                }
+                None => None,
+            };
+            let online: OnlineKeys = client.get("/api/v1/tuf/online-keys", &[]).await?;
+            let status: RepositoryStatus = client.get("/api/v1/tuf/status", &[]).await?;
+            let version = status.root_version.map_or(1, |v| v + 1);
+            ensure!(
+                version == 1 || old.is_some(),
+                "the repository has root version {}; rotating needs the current root keys (--old-dir)",
+                version - 1
+            );
+            let expires = time::Duration::try_from(*expires).context("expiry too far")?;
+            let root_public: Vec<PublicKey> = keys.root.iter().map(SigningKey::public).collect();
+            let root = Root::new(
+                version,
+                Expiry::at(time::OffsetDateTime::now_utc() + expires),
+                &[
+                    (ROLE_ROOT, &root_public, keys.manifest.root_threshold),
+                    (
+                        ROLE_TARGETS,
+                        &keys.targets_public(),
+                        keys.manifest.targets_threshold,
+                    ),
+                    (
+                        ROLE_SNAPSHOT,
+                        &[serde_json::from_value(online.snapshot)?],
+                        1,
+                    ),
+                    (
+                        ROLE_TIMESTAMP,
+                        &[serde_json::from_value(online.timestamp)?],
+                        1,
+                    ),
+                ],
+            )?;
+            let mut signers: Vec<&SigningKey> = keys.root.iter().collect();
+            if let Some(old) = &old {
+                signers.extend(old.root.iter());
+            }
+            let bytes = Signed::sign(root, &signers)?.to_bytes()?;
+            let status: RepositoryStatus = client
+                .post_raw(
+                    "/api/v1/tuf/root",
+                    &[("content-type", "application/json".to_owned())],
+                    bytes.into(),
+                )
+                .await
+                .context("uploading root metadata")?;
+            if json {
+                crate::output::json(&status)?;
+            } else {
+                println!(
+                    "Root metadata version {} is live.",
+                    status.root_version.unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
