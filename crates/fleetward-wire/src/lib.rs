@@ -5,6 +5,7 @@
 //! definitions the code uses. Request types reject unknown fields: a typo in
 //! a security setting must be an error, not silently ignored.
 
+pub mod device;
 pub mod events;
 pub mod identity;
 pub mod operator;
