@@ -345,3 +345,106 @@ fn demo_runs_on_a_fresh_machine() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("Target queries run in the database"), "{out}");
 }
+
+/// The release manager's flow: offline keys in a directory the server never
+/// reads, 2-of-3 targets signing done one key at a time, publish, revoke.
+#[test]
+fn signed_release_flow_with_offline_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let keys = dir.path().join("offline-keys");
+    let keys_arg = keys.to_str().unwrap();
+    let (code, _, err) = server.cli(&[
+        "keys",
+        "init",
+        "--dir",
+        keys_arg,
+        "--targets-keys",
+        "3",
+        "--targets-threshold",
+        "2",
+    ]);
+    assert_eq!(code, 0, "keys init: {err}");
+    for entry in std::fs::read_dir(&keys).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name().to_string_lossy().ends_with(".key") {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{:?}", entry.path());
+        }
+    }
+    let (code, _, err) = server.cli(&["keys", "init", "--dir", keys_arg]);
+    assert_eq!(code, 2, "never overwrites keys: {err}");
+    let (code, _, err) = server.cli(&["keys", "root", "--dir", keys_arg]);
+    assert_eq!(code, 0, "keys root: {err}");
+
+    let image = dir.path().join("fw.img");
+    std::fs::write(&image, vec![7u8; 300_000]).unwrap();
+    let image_arg = image.to_str().unwrap();
+    let created = server.json(&[
+        "release",
+        "create",
+        "--version",
+        "1.4.0",
+        "--hardware",
+        "rev2",
+        "--artifact",
+        image_arg,
+        "--quiet",
+    ]);
+    assert_eq!(created["state"], "draft", "{created}");
+    let (code, _, err) = server.cli(&[
+        "release",
+        "create",
+        "--version",
+        "1.4.0",
+        "--hardware",
+        "rev2",
+        "--artifact",
+        image_arg,
+        "--quiet",
+    ]);
+    assert_eq!(code, 1, "a duplicate version is refused: {err}");
+
+    // Publishing a draft is refused; one signature of a 2-of-3 threshold is
+    // not enough to sign it; the second key completes it.
+    let (code, _, _) = server.cli(&["release", "publish", "1.4.0"]);
+    assert_eq!(code, 1, "a draft cannot be published");
+    let (code, _, err) = server.cli(&[
+        "release",
+        "sign",
+        "1.4.0",
+        "--keys",
+        keys_arg,
+        "--max-signatures",
+        "1",
+    ]);
+    assert_ne!(code, 0, "below threshold: {err}");
+    let (code, _, err) = server.cli(&[
+        "release",
+        "sign",
+        "1.4.0",
+        "--keys",
+        keys_arg,
+        "--artifact",
+        image_arg,
+    ]);
+    assert_eq!(code, 0, "sign: {err}");
+    assert_eq!(
+        server.json(&["release", "show", "1.4.0"])["state"],
+        "signed"
+    );
+    assert_eq!(
+        server.json(&["release", "publish", "1.4.0"])["state"],
+        "published"
+    );
+    let listed = server.json(&["release", "list"]);
+    assert_eq!(listed["items"][0]["version"], "1.4.0", "{listed}");
+    assert_eq!(
+        server.json(&["release", "revoke", "1.4.0"])["state"],
+        "revoked"
+    );
+    let (code, _, _) = server.cli(&["release", "publish", "1.4.0"]);
+    assert_eq!(code, 1, "a revoked release stays revoked");
+    assert_eq!(server.terminate(), 0);
+}
