@@ -110,6 +110,25 @@ impl EventKind {
     pub fn parse(raw: &str) -> Option<EventKind> {
         Self::ALL.iter().copied().find(|k| k.as_str() == raw)
     }
+
+    /// The kind of event an audited action is. Every audit record is also
+    /// a security event; the ones a rule or a SIEM cares about get their own
+    /// kind (and severity) instead of the generic [`EventKind::OperatorAction`].
+    pub fn for_audit_action(action: &str) -> EventKind {
+        match action {
+            "device.enroll" => EventKind::DeviceEnrolled,
+            "device.renew" => EventKind::CertificateRenewed,
+            "device.revoke" => EventKind::CertificateRevoked,
+            "device.decommission" => EventKind::DeviceDecommissioned,
+            "device.quarantine" => EventKind::DeviceQuarantined,
+            "device.tls_refused" => EventKind::HandshakeRefused,
+            "device.enroll_refused" | "device.renew_refused" => EventKind::EnrolmentRefused,
+            "operator.auth_failed" => EventKind::OperatorAuthFailed,
+            "release.publish" => EventKind::ReleasePublished,
+            "release.revoke" => EventKind::ReleaseRevoked,
+            _ => EventKind::OperatorAction,
+        }
+    }
 }
 
 impl fmt::Display for EventKind {
@@ -171,4 +190,26 @@ fn bounded(field: &'static str, text: &str, max: usize) -> Result<(), EventError
         return Err(EventError::TooLong { field, max });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventKind;
+
+    #[test]
+    fn audited_actions_get_their_own_kind() {
+        let check = |action: &str, expected: EventKind| {
+            assert_eq!(EventKind::for_audit_action(action), expected, "{action}")
+        };
+        check("device.tls_refused", EventKind::HandshakeRefused);
+        check("device.enroll_refused", EventKind::EnrolmentRefused);
+        check("device.renew_refused", EventKind::EnrolmentRefused);
+        check("operator.auth_failed", EventKind::OperatorAuthFailed);
+        check("device.enroll", EventKind::DeviceEnrolled);
+        check("device.quarantine", EventKind::DeviceQuarantined);
+        check("release.revoke", EventKind::ReleaseRevoked);
+        check("device.update", EventKind::OperatorAction);
+        check("token.create", EventKind::OperatorAction);
+        check("", EventKind::OperatorAction);
+    }
 }

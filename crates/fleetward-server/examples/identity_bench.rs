@@ -163,6 +163,7 @@ async fn main() {
         max_body_bytes: ServerConfig::DEFAULT_MAX_BODY_BYTES,
         identity: Default::default(),
         releases: Default::default(),
+        monitor: Default::default(),
     })
     .await
     .unwrap();

@@ -153,44 +153,65 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+        let result = authenticate(parts, state).await;
+        // A token that was presented and refused is a failed authentication
+        // (logged, and counted by the burst rule); no token at all is not.
+        if let Err(error) = &result
+            && error.status == StatusCode::UNAUTHORIZED
+            && parts.headers.contains_key(AUTHORIZATION)
+            && let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>()
+        {
+            crate::monitor::record_auth_failure(
+                state,
+                *peer,
+                "operator:?",
+                "operator.auth_failed",
+                error.code,
+            )
+            .await;
+        }
+        result
+    }
+}
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthenticated(
+            "unauthenticated",
+            "send an operator token as `Authorization: Bearer <token>`",
+        )
+    })?;
+    let presented = header
+        .to_str()
+        .ok()
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
             ApiError::unauthenticated(
-                "unauthenticated",
-                "send an operator token as `Authorization: Bearer <token>`",
+                "invalid_token",
+                "the Authorization header is not `Bearer <token>`",
             )
         })?;
-        let presented = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(|| {
-                ApiError::unauthenticated(
-                    "invalid_token",
-                    "the Authorization header is not `Bearer <token>`",
-                )
-            })?;
-        let (id, secret) = split_token(presented)
-            .ok_or_else(|| ApiError::unauthenticated("invalid_token", "the token is not valid"))?;
-        let record = match state.tokens.get(id, Instant::now()) {
-            Some(record) => Some(record),
-            None => {
-                let record = state.store.token(id).await?;
-                if let Some(record) = &record {
-                    state.tokens.put(record.clone(), Instant::now());
-                }
-                record
+    let (id, secret) = split_token(presented)
+        .ok_or_else(|| ApiError::unauthenticated("invalid_token", "the token is not valid"))?;
+    let record = match state.tokens.get(id, Instant::now()) {
+        Some(record) => Some(record),
+        None => {
+            let record = state.store.token(id).await?;
+            if let Some(record) = &record {
+                state.tokens.put(record.clone(), Instant::now());
             }
-        };
-        let record = check_token(record, secret, state.now())?;
-        Ok(Caller {
-            token_id: record.id,
-            name: record.name,
-            role: record.role,
-            expires_at: record.expires_at,
-            source: source_of(parts),
-        })
-    }
+            record
+        }
+    };
+    let record = check_token(record, secret, state.now())?;
+    Ok(Caller {
+        token_id: record.id,
+        name: record.name,
+        role: record.role,
+        expires_at: record.expires_at,
+        source: source_of(parts),
+    })
 }
 
 /// A permission a route requires, as a type.

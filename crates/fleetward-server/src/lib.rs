@@ -15,6 +15,7 @@ pub mod events;
 pub mod identity;
 pub mod init;
 pub mod metrics;
+pub mod monitor;
 pub mod repo;
 pub mod tuf_http;
 
@@ -44,6 +45,8 @@ pub struct ServerConfig {
     pub identity: identity::IdentityConfig,
     /// Artifacts, TUF lifetimes (signed releases).
     pub releases: repo::ReleaseConfig,
+    /// Detection settings, alert sinks, automatic quarantine.
+    pub monitor: monitor::MonitorConfig,
 }
 
 impl ServerConfig {
@@ -68,6 +71,8 @@ pub struct AppState {
     pub identity: Arc<identity::IdentityState>,
     /// Artifact store, online TUF keys, publish gates.
     pub releases: Arc<repo::Releases>,
+    /// Live rogue-device detection.
+    pub monitor: Arc<monitor::Monitor>,
 }
 
 impl AppState {
@@ -201,6 +206,9 @@ pub async fn start_with_store(
         device: device_listener.local_addr()?,
     };
     let event_signer = events::load_or_create_key(&config.data_dir)?;
+    // Alert sinks start at the present; doing it before serving means no
+    // event of this run can slip in ahead of a new sink's cursor.
+    monitor::respond::init_cursors(&*store, &config.monitor).await?;
     write_server_json(&config.data_dir, &addrs)?;
     tracing::info!(operator = %addrs.operator, device = %addrs.device, "listening");
 
@@ -215,6 +223,7 @@ pub async fn start_with_store(
         repo::Releases::open(&config.data_dir, config.releases.clone())
             .context("opening the artifact store and online keys")?,
     );
+    let monitor = Arc::new(monitor::Monitor::new(config.monitor.detection.clone()));
     let state = AppState {
         store: store.clone(),
         metrics: metrics::Metrics::new(),
@@ -223,6 +232,7 @@ pub async fn start_with_store(
         event_signer: Arc::new(event_signer),
         identity: Arc::new(identity),
         releases: releases.clone(),
+        monitor,
     };
     let (shutdown, watcher) = watch::channel(false);
     let refresher = tokio::spawn(repo::refresh_task(store.clone(), releases, watcher.clone()));
@@ -244,9 +254,20 @@ pub async fn start_with_store(
         shutdown.subscribe(),
     );
     let retention = events::retention_task(store.clone(), shutdown.subscribe());
+    let responder = monitor::respond::respond_task(
+        store.clone(),
+        state.identity.clone(),
+        state.config.monitor.clone(),
+        shutdown.subscribe(),
+    );
     let task = tokio::spawn(async move {
-        let (operator, device, (), ()) =
-            tokio::join!(operator.into_future(), device, checkpoints, retention);
+        let (operator, device, (), (), ()) = tokio::join!(
+            operator.into_future(),
+            device,
+            checkpoints,
+            retention,
+            responder
+        );
         let _ = refresher.await;
         store.close().await;
         let _ = std::fs::remove_file(data_dir.join(SERVER_JSON));

@@ -201,6 +201,21 @@ fn route_table() -> Vec<Route> {
             None,
             Some(P::FleetRead),
         ),
+        // Response to suspicious devices.
+        route(
+            Method::POST,
+            "/api/v1/devices/{id}/quarantine",
+            "/api/v1/devices/no-such-device/quarantine",
+            Some(json!({"reason": "test"})),
+            Some(P::FleetWrite),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/devices/{id}/timeline",
+            "/api/v1/devices/dev-1/timeline",
+            None,
+            Some(P::FleetRead),
+        ),
         // Signed releases.
         route(
             Method::POST,

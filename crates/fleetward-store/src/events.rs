@@ -45,9 +45,14 @@ pub trait EventLog: Send + Sync {
     /// newest checkpoint among them (so the rest stays verifiable from it),
     /// which becomes the anchor. Returns how many were deleted.
     async fn prune_events(&self, before_ms: i64, audit: &AuditEntry) -> Result<u64>;
+    /// How far the log consumer `name` has handled events (`None`: never ran).
+    async fn monitor_cursor(&self, name: &str) -> Result<Option<u64>>;
+    /// Records that `name` has handled every event up to `seq`; a cursor
+    /// never moves backwards.
+    async fn set_monitor_cursor(&self, name: &str, seq: u64) -> Result<()>;
 }
 
-/// The security event an operator's audited change also is.
+/// The security event an audited change (or refusal) also is.
 pub(crate) fn operator_event(entry: &AuditEntry) -> Event {
     let device = entry
         .target
@@ -68,9 +73,10 @@ pub(crate) fn operator_event(entry: &AuditEntry) -> Event {
     if detail.len() > Event::MAX_DETAIL {
         detail = serde_json::json!({ "actor": entry.actor, "action": entry.action, "target": entry.target, "detail": "(too long)" }).to_string();
     }
+    let kind = EventKind::for_audit_action(&entry.action);
     Event {
-        kind: EventKind::OperatorAction,
-        severity: EventKind::OperatorAction.default_severity(),
+        kind,
+        severity: kind.default_severity(),
         device,
         source: Some(source),
         server_time_ms: crate::sqlite::to_millis(entry.at),

@@ -626,6 +626,23 @@ async fn the_event_log_chains_filters_checkpoints_and_prunes() {
 /// Someone holding the database file drops the triggers and edits rows;
 /// verification names the entry.
 #[tokio::test]
+async fn monitor_cursors_persist_and_never_move_back() {
+    each_backend(|store| async move {
+        assert_eq!(store.monitor_cursor("webhook:0").await.unwrap(), None);
+        store.set_monitor_cursor("webhook:0", 7).await.unwrap();
+        store.set_monitor_cursor("syslog", 3).await.unwrap();
+        assert_eq!(store.monitor_cursor("webhook:0").await.unwrap(), Some(7));
+        assert_eq!(store.monitor_cursor("syslog").await.unwrap(), Some(3));
+        // A slower replica finishing late must not rewind the cursor.
+        store.set_monitor_cursor("webhook:0", 5).await.unwrap();
+        assert_eq!(store.monitor_cursor("webhook:0").await.unwrap(), Some(7));
+        store.set_monitor_cursor("webhook:0", 9).await.unwrap();
+        assert_eq!(store.monitor_cursor("webhook:0").await.unwrap(), Some(9));
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn tampering_with_the_sqlite_file_is_found() {
     use fleetward_events::{EventKind, TamperKind};
     let backend = sqlite().await;

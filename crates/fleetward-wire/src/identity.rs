@@ -165,6 +165,30 @@ pub struct RevokeDevice {
     pub code: Option<String>,
 }
 
+/// Quarantine a device: it gets no rollouts until an operator sets it
+/// `active` again.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineDevice {
+    /// Why, in the operator's words (kept in the event log).
+    pub reason: String,
+    /// Whether its certificates stay valid (so it can still report) or are
+    /// revoked at once (it is cut off and must enrol again).
+    #[serde(default)]
+    pub certificate: QuarantineCertificate,
+}
+
+/// What quarantine does to a device's certificates.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuarantineCertificate {
+    /// Keep them: the device can still report, so it can be watched.
+    #[default]
+    Keep,
+    /// Revoke them (reason key-compromise): the device is cut off.
+    Revoke,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct RevokedDevice {
     pub device_id: String,

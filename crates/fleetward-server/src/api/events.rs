@@ -75,12 +75,17 @@ pub async fn list_events(
         .store
         .list_events(&filter, params.after, limit)
         .await?;
+    Ok(Json(page(&entries, limit)))
+}
+
+/// A page of entries; a full page says where the next one starts.
+pub fn page(entries: &[fleetward_events::Entry], limit: u32) -> EventPage {
     let full_page = entries.len() == usize::try_from(limit).unwrap_or(usize::MAX);
     let next_after = entries.last().filter(|_| full_page).map(|e| e.seq);
-    Ok(Json(EventPage {
+    EventPage {
         items: entries.iter().map(to_wire).collect(),
         next_after,
-    }))
+    }
 }
 
 /// One entry of the security-event log.

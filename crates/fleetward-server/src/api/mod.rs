@@ -10,6 +10,7 @@ pub mod events;
 pub mod identity;
 pub mod meta;
 pub mod releases;
+pub mod security;
 pub mod settings;
 pub mod tokens;
 
@@ -91,6 +92,8 @@ fn identity_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(identity::decommission_device))
         .routes(routes!(identity::rekey_devices))
         .routes(routes!(identity::device_certificates))
+        .routes(routes!(security::quarantine_device))
+        .routes(routes!(security::device_timeline))
 }
 
 /// The OpenAPI document of the operator API. Public: it holds no data.

@@ -79,6 +79,13 @@ async fn refuse(
         detail: serde_json::json!({ "code": error.code, "reason": error.message }),
     };
     state.identity.record_refusal(&*state.store, entry).await;
+    // A wrong or used-up token is a failed authentication; a bad CSR is not.
+    if matches!(error.status.as_u16(), 401 | 403)
+        && let Ok(peer) = source.parse::<std::net::SocketAddr>()
+        && let Some(burst) = state.monitor.auth_failure(peer.ip(), state.now())
+    {
+        crate::monitor::Monitor::log(&*state.store, burst).await;
+    }
     error
 }
 

@@ -54,6 +54,18 @@ pub fn refusal_reason(error: &std::io::Error) -> String {
     }
 }
 
+/// Refusals that count towards the auth-failure burst rule: a bad or
+/// missing credential. Dropped connections and timeouts (load-balancer
+/// probes, flaky links) do not.
+fn is_credential_failure(reason: &str) -> bool {
+    reason.starts_with("certificate_")
+        || reason.starts_with("invalid_certificate")
+        || matches!(
+            reason,
+            "unknown_ca" | "bad_signature" | "no_client_certificate"
+        )
+}
+
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
@@ -92,10 +104,21 @@ pub async fn serve(
                 Ok(Err(error)) => {
                     let reason = refusal_reason(&error);
                     tracing::debug!(%peer, %reason, "device handshake refused");
-                    state
-                        .identity
-                        .record_refused_handshake(&*state.store, peer, &reason, state.now())
+                    if is_credential_failure(&reason) {
+                        crate::monitor::record_auth_failure(
+                            &state,
+                            peer,
+                            "device-listener",
+                            "device.tls_refused",
+                            &reason,
+                        )
                         .await;
+                    } else {
+                        state
+                            .identity
+                            .record_refused_handshake(&*state.store, peer, &reason, state.now())
+                            .await;
+                    }
                     return;
                 }
                 Err(_) => {

@@ -97,10 +97,25 @@ impl FromRequestParts<AppState> for DeviceIdentity {
             ));
         }
         if state.identity.revocations.is_revoked(&cert.serial, now) {
+            // A revoked identity still in use is a finding, not just a refusal.
+            crate::monitor::record_auth_failure(
+                state,
+                connection.peer,
+                &format!("device:{}", cert.device_id),
+                "device.tls_refused",
+                "certificate_revoked",
+            )
+            .await;
             return Err(ApiError::unauthenticated(
                 "certificate_revoked",
                 "the device certificate has been revoked",
             ));
+        }
+        if let Some(clone) = state
+            .monitor
+            .sighting(&cert.device_id, connection.peer.ip(), now)
+        {
+            crate::monitor::Monitor::log(&*state.store, clone).await;
         }
         Ok(DeviceIdentity {
             device_id: cert.device_id.clone(),

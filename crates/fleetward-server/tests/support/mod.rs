@@ -57,6 +57,7 @@ impl TestServer {
             max_body_bytes: ServerConfig::DEFAULT_MAX_BODY_BYTES,
             identity: Default::default(),
             releases: Default::default(),
+            monitor: Default::default(),
         };
         adjust(&mut config);
         let server = fleetward_server::start(config).await.unwrap();

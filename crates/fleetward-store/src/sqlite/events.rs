@@ -262,6 +262,33 @@ impl EventLog for SqliteStore {
         Ok(anchors.into_iter().next())
     }
 
+    async fn monitor_cursor(&self, name: &str) -> Result<Option<u64>> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM monitor_cursors WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        seq.map(to_seq).transpose()
+    }
+
+    async fn set_monitor_cursor(&self, name: &str, seq: u64) -> Result<()> {
+        let name = name.to_owned();
+        let seq = from_seq(seq)?;
+        self.write(move |tx| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO monitor_cursors (name, seq) VALUES (?, ?) \
+                     ON CONFLICT (name) DO UPDATE SET seq = max(seq, excluded.seq)",
+                )
+                .bind(name)
+                .bind(seq)
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
     async fn prune_events(&self, before_ms: i64, audit: &AuditEntry) -> Result<u64> {
         let audit = audit.clone();
         self.write(move |tx| {

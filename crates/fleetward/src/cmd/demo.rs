@@ -84,6 +84,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         max_body_bytes: ServerConfig::DEFAULT_MAX_BODY_BYTES,
         identity: Default::default(),
         releases: Default::default(),
+        monitor: Default::default(),
     };
     let server = fleetward_server::start(config).await?;
     let base = format!("http://{}", server.addrs.operator);

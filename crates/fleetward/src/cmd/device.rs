@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use fleetward_core::{DeviceStatus, Tag, TagKey};
+use fleetward_wire::identity::{QuarantineCertificate, QuarantineDevice};
 use fleetward_wire::operator::{
     Device, DeviceCount, DevicePage, RegisterDevice, RegisterDevices, Registered, UpdateDevice,
 };
@@ -79,6 +80,28 @@ pub enum DeviceCommand {
         id: String,
         #[arg(value_parser = parse_status)]
         status: DeviceStatus,
+    },
+    /// Quarantine a device: no rollout reaches it until it is set active again.
+    Quarantine {
+        id: String,
+        /// Why (kept in the security-event log).
+        #[arg(long)]
+        reason: String,
+        /// Also revoke its certificates at once (it must enrol again).
+        #[arg(long)]
+        revoke_certificate: bool,
+    },
+    /// A device's security timeline, oldest first.
+    Timeline {
+        id: String,
+        /// Only events at or above this severity.
+        #[arg(long)]
+        min_severity: Option<String>,
+        /// Start after this sequence number.
+        #[arg(long)]
+        after: Option<u64>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
     },
     #[command(flatten)]
     Identity(crate::cmd::identity::DeviceIdentityCommand),
@@ -203,6 +226,42 @@ pub async fn run(client: &Client, json: bool, command: &DeviceCommand) -> anyhow
             };
             let device: Device = client.patch(&device_path(id)?, &change).await?;
             show(json, &device)?;
+        }
+        DeviceCommand::Quarantine {
+            id,
+            reason,
+            revoke_certificate,
+        } => {
+            let request = QuarantineDevice {
+                reason: reason.clone(),
+                certificate: if *revoke_certificate {
+                    QuarantineCertificate::Revoke
+                } else {
+                    QuarantineCertificate::Keep
+                },
+            };
+            let device: Device = client
+                .post(&format!("{}/quarantine", device_path(id)?), &request)
+                .await?;
+            show(json, &device)?;
+        }
+        DeviceCommand::Timeline {
+            id,
+            min_severity,
+            after,
+            limit,
+        } => {
+            let mut params = vec![("limit", limit.to_string())];
+            if let Some(min) = min_severity {
+                params.push(("min_severity", min.clone()));
+            }
+            if let Some(after) = after {
+                params.push(("after", after.to_string()));
+            }
+            let page: fleetward_wire::events::EventPage = client
+                .get(&format!("{}/timeline", device_path(id)?), &params)
+                .await?;
+            crate::cmd::events::print_page(json, &page)?;
         }
         DeviceCommand::SetStatus { id, status } => {
             let change = UpdateDevice {

@@ -122,31 +122,7 @@ async fn online(client: &Client, json: bool, command: &EventsCommand) -> anyhow:
                 params.push(("after", after.to_string()));
             }
             let page: EventPage = client.get("/api/v1/events", &params).await?;
-            if json {
-                output::json(&page)?;
-            } else {
-                let rows: Vec<Vec<String>> = page
-                    .items
-                    .iter()
-                    .map(|e| {
-                        vec![
-                            e.seq.to_string(),
-                            output::time(Some(e.server_time)),
-                            e.severity.clone(),
-                            e.kind.clone(),
-                            e.device.clone().unwrap_or_default(),
-                            e.message.clone(),
-                        ]
-                    })
-                    .collect();
-                output::table(
-                    &["SEQ", "AT", "SEVERITY", "KIND", "DEVICE", "MESSAGE"],
-                    &rows,
-                );
-                if let Some(next) = page.next_after {
-                    eprintln!("(more: --after {next})");
-                }
-            }
+            print_page(json, &page)?;
         }
         EventsCommand::Show { seq } => {
             let event: SecurityEvent = client.get(&format!("/api/v1/events/{seq}"), &[]).await?;
@@ -177,7 +153,9 @@ async fn online(client: &Client, json: bool, command: &EventsCommand) -> anyhow:
                 for event in &page.items {
                     match format {
                         ExportFormat::Jsonl => serde_json::to_writer(&mut out, event)?,
-                        ExportFormat::Syslog => out.write_all(syslog_line(event).as_bytes())?,
+                        ExportFormat::Syslog => out.write_all(
+                            fleetward_server::monitor::alerts::syslog_line(event).as_bytes(),
+                        )?,
                     }
                     out.write_all(b"\n")?;
                     written += 1;
@@ -200,44 +178,33 @@ async fn online(client: &Client, json: bool, command: &EventsCommand) -> anyhow:
     Ok(ExitCode::SUCCESS)
 }
 
-/// One RFC 5424 line: facility 13 (log audit), the event kind as MSGID,
-/// the chain fields as structured data under the documentation PEN 32473.
-pub fn syslog_line(event: &SecurityEvent) -> String {
-    let severity = fleetward_events::Severity::parse(&event.severity)
-        .map(fleetward_events::Severity::syslog)
-        .unwrap_or(5);
-    let priority = 13 * 8 + u32::from(severity);
-    let timestamp = event
-        .server_time
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| "-".into());
-    let mut data = format!(
-        "[fleetward@32473 seq=\"{}\" severity=\"{}\" hash=\"{}\"",
-        event.seq, event.severity, event.hash
+/// An event page as a table (or JSON), with the cursor for the next one.
+pub fn print_page(json: bool, page: &EventPage) -> anyhow::Result<()> {
+    if json {
+        return output::json(page);
+    }
+    let rows: Vec<Vec<String>> = page
+        .items
+        .iter()
+        .map(|e| {
+            vec![
+                e.seq.to_string(),
+                output::time(Some(e.server_time)),
+                e.severity.clone(),
+                e.kind.clone(),
+                e.device.clone().unwrap_or_default(),
+                e.message.clone(),
+            ]
+        })
+        .collect();
+    output::table(
+        &["SEQ", "AT", "SEVERITY", "KIND", "DEVICE", "MESSAGE"],
+        &rows,
     );
-    for (name, value) in [("device", &event.device), ("source", &event.source)] {
-        if let Some(value) = value {
-            data.push_str(&format!(" {name}=\"{}\"", sd_escape(value)));
-        }
+    if let Some(next) = page.next_after {
+        eprintln!("(more: --after {next})");
     }
-    data.push(']');
-    let message: String = event.message.chars().filter(|c| !c.is_control()).collect();
-    format!(
-        "<{priority}>1 {timestamp} - fleetward - {} {data} \u{feff}{message}",
-        event.kind
-    )
-}
-
-/// RFC 5424 §6.3.3: `"`, `\` and `]` are escaped in parameter values.
-fn sd_escape(value: &str) -> String {
-    let mut escaped = String::with_capacity(value.len());
-    for c in value.chars().filter(|c| !c.is_control()) {
-        if matches!(c, '"' | '\\' | ']') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
+    Ok(())
 }
 
 async fn verify(

@@ -6,6 +6,7 @@ pub mod device;
 pub mod events;
 pub mod identity;
 pub mod keys;
+pub mod monitor_config;
 pub mod release;
 pub mod server;
 pub mod settings;

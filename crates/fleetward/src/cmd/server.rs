@@ -92,6 +92,9 @@ pub struct FileConfig {
     pub renewal_overlap: Option<std::time::Duration>,
     pub max_artifact_bytes: Option<u64>,
     pub artifact_dir: Option<PathBuf>,
+    /// Detection, alerts and automatic quarantine.
+    #[serde(default)]
+    pub monitor: super::monitor_config::MonitorFile,
 }
 
 /// Durations in `fleetward.toml` are written like on the command line ("90d").
@@ -189,6 +192,10 @@ pub fn resolve(cli: &Cli, args: &ServerArgs, file: FileConfig) -> anyhow::Result
             releases.artifact_dir = args.artifact_dir.clone().or(file.artifact_dir);
             releases
         },
+        monitor: file
+            .monitor
+            .resolve()
+            .context("[monitor] in fleetward.toml")?,
         data_dir,
     })
 }
