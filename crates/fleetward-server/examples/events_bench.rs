@@ -31,10 +31,18 @@ fn event(n: u64) -> Event {
         kind,
         severity: kind.default_severity(),
         device: DeviceId::parse(&format!("dev-{:07}", n % 100_000)).ok(),
-        source: Some(format!("10.{}.{}.{}:443", n % 200, (n / 200) % 250, n % 250)),
+        source: Some(format!(
+            "10.{}.{}.{}:443",
+            n % 200,
+            (n / 200) % 250,
+            n % 250
+        )),
         server_time_ms: 1_764_000_000_000 + i64::try_from(n).unwrap(),
         device_time_ms: Some(1_764_000_000_000 + i64::try_from(n).unwrap() - 40),
-        message: format!("event {n}: image hash mismatch on download of fw-1.4.{}", n % 7),
+        message: format!(
+            "event {n}: image hash mismatch on download of fw-1.4.{}",
+            n % 7
+        ),
         detail: format!(r#"{{"expected":"{:064x}","attempt":{}}}"#, n, n % 3),
     }
 }

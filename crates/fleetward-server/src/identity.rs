@@ -34,6 +34,8 @@ pub struct IdentityConfig {
     /// `https://host:port` devices reach the device listener at; when set,
     /// certificates carry `<url>/device/v1/crl` as CRL distribution point.
     pub device_url: Option<String>,
+    /// How often re-key deadlines are enforced.
+    pub deadline_check: std::time::Duration,
 }
 
 impl Default for IdentityConfig {
@@ -42,6 +44,64 @@ impl Default for IdentityConfig {
             policy: IdentityPolicy::default(),
             device_names: vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
             device_url: None,
+            deadline_check: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// Revokes the certificates of devices that let a re-key deadline pass.
+/// Returns how many devices were cut off.
+pub async fn enforce_rekey_deadlines(
+    store: &dyn Store,
+    identity: &IdentityState,
+    now: OffsetDateTime,
+) -> Result<usize, fleetward_store::StoreError> {
+    let overdue = store.overdue_rekeys(now, fleetward_store::MAX_PAGE).await?;
+    for device in &overdue {
+        let audit = AuditEntry {
+            at: now,
+            actor: "identity-policy".to_owned(),
+            action: "device.revoke".to_owned(),
+            target: format!("device:{device}"),
+            source: "server".to_owned(),
+            detail: serde_json::json!({ "reason": "did not re-key by the deadline", "code": "privilege-withdrawn" }),
+        };
+        let revoked = store
+            .revoke_device(
+                device,
+                now,
+                "privilege-withdrawn",
+                "did not re-key by the deadline",
+                false,
+                &audit,
+            )
+            .await?;
+        for cert in &revoked {
+            identity.revoke(&cert.serial, now);
+        }
+        tracing::warn!(%device, certificates = revoked.len(), "re-key deadline passed: certificates revoked");
+    }
+    Ok(overdue.len())
+}
+
+/// Enforces re-key deadlines every [`IdentityConfig::deadline_check`].
+pub async fn deadline_task(
+    store: std::sync::Arc<dyn Store>,
+    identity: std::sync::Arc<IdentityState>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(identity.config.deadline_check);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        // A decommissioned device in the batch is a conflict; the next
+        // batch goes on without it because revoke_device cleared its row.
+        if let Err(error) =
+            enforce_rekey_deadlines(&*store, &identity, OffsetDateTime::now_utc()).await
+        {
+            tracing::warn!(%error, "enforcing re-key deadlines");
         }
     }
 }

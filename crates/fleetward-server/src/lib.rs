@@ -260,13 +260,16 @@ pub async fn start_with_store(
         state.config.monitor.clone(),
         shutdown.subscribe(),
     );
+    let deadlines =
+        identity::deadline_task(store.clone(), state.identity.clone(), shutdown.subscribe());
     let task = tokio::spawn(async move {
-        let (operator, device, (), (), ()) = tokio::join!(
+        let (operator, device, (), (), (), ()) = tokio::join!(
             operator.into_future(),
             device,
             checkpoints,
             retention,
-            responder
+            responder,
+            deadlines
         );
         let _ = refresher.await;
         store.close().await;

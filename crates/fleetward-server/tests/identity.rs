@@ -589,6 +589,101 @@ async fn without_overlap_the_renewed_certificate_is_refused_at_once() {
 }
 
 #[tokio::test]
+async fn a_forced_rekey_with_a_deadline_cuts_off_devices_that_ignore_it() {
+    let server = TestServer::start_with(|config| {
+        config.identity.deadline_check = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let token = server
+        .enroll_token(json!({"uses": 2, "expires_in_secs": 3600}))
+        .await;
+    let mut obedient = Device::new("dev-ok");
+    let mut ignorer = Device::new("dev-late");
+    server.enroll(&token, &mut obedient).await;
+    server.enroll(&token, &mut ignorer).await;
+
+    for (body, code) in [
+        (json!({"all": true, "deadline_secs": 0}), "invalid_deadline"),
+        (
+            json!({"all": true, "deadline_secs": 400 * 24 * 3600}),
+            "invalid_deadline",
+        ),
+    ] {
+        let refused = server
+            .post(&server.admin, "/api/v1/devices/rekey", body)
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{:?}",
+            refused.body
+        );
+        assert_eq!(refused.code(), code);
+    }
+    let rekey = server
+        .post(
+            &server.admin,
+            "/api/v1/devices/rekey",
+            json!({ "ids": ["dev-ok", "dev-late"], "deadline_secs": 2 }),
+        )
+        .await;
+    assert_eq!(rekey.body["devices"], 2, "{:?}", rekey.body);
+    let obedient_client = server.as_device(&obedient).await;
+    let me = server
+        .device_get(&obedient_client, "/device/v1/self")
+        .await
+        .unwrap();
+    assert_eq!(me.body["rekey_required"], true);
+    assert!(me.body["rekey_deadline"].is_string(), "{:?}", me.body);
+    // One device re-keys in time.
+    let new_key = KeyPair::generate().unwrap();
+    let renewed = answer(
+        obedient_client
+            .post(format!("{}/device/v1/renew", server.device_base()))
+            .json(&json!({ "csr": csr_for(&new_key, "dev-ok") }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(renewed.status, StatusCode::OK, "{:?}", renewed.body);
+    let renewed = Device {
+        id: "dev-ok".into(),
+        key: new_key,
+        csr: String::new(),
+        cert: Some(renewed.body["certificate"].as_str().unwrap().to_owned()),
+    };
+
+    // The other does not: after the deadline its certificate is revoked.
+    let mut revoked = false;
+    for _ in 0..300 {
+        let certs = server.certs().await;
+        if certs.iter().any(|c| {
+            c.device_id.as_str() == "dev-late" && c.reason.as_deref() == Some("privilege-withdrawn")
+        }) {
+            revoked = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(revoked, "the ignoring device's certificate was revoked");
+    let fresh = server.as_device(&ignorer).await;
+    assert!(server.device_get(&fresh, "/device/v1/self").await.is_err());
+    // The device that re-keyed keeps working with its new key.
+    let fresh = server.as_device(&renewed).await;
+    let me = server.device_get(&fresh, "/device/v1/self").await.unwrap();
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.body["rekey_required"], false);
+    let revocations = server
+        .get(&server.admin, "/api/v1/events?kind=identity.revoked")
+        .await;
+    let items = revocations.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0]["device"], "dev-late");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn revocation_reaches_new_and_open_connections_and_the_crl() {
     let server = TestServer::start().await;
     let token = server.enroll_token(standard_token()).await;

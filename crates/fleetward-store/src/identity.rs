@@ -157,12 +157,24 @@ pub trait IdentityStore: Send + Sync {
         audit: &AuditEntry,
     ) -> Result<Vec<CertRecord>>;
 
-    /// Asks devices to re-key at their next poll; returns how many.
+    /// Asks devices to re-key at their next poll, optionally by a
+    /// deadline; returns how many.
     async fn request_rekey(
         &self,
         target: &RekeyTarget,
         at: OffsetDateTime,
+        deadline: Option<OffsetDateTime>,
         audit: &AuditEntry,
     ) -> Result<u64>;
-    async fn rekey_requested(&self, device: &DeviceId) -> Result<Option<OffsetDateTime>>;
+    async fn rekey_requested(&self, device: &DeviceId) -> Result<Option<RekeyRequest>>;
+    /// Devices whose re-key deadline is at or before `now` and that have
+    /// not renewed since (at most `limit`, soonest deadline first).
+    async fn overdue_rekeys(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<DeviceId>>;
+}
+
+/// A pending re-key request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RekeyRequest {
+    pub requested_at: OffsetDateTime,
+    pub deadline: Option<OffsetDateTime>,
 }

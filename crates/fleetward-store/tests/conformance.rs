@@ -915,11 +915,31 @@ async fn renewal_schedules_the_old_certificate_and_revocation_is_immediate() {
             .request_rekey(
                 &RekeyTarget::Devices(vec![dev.clone()]),
                 now(),
+                Some(now() + time::Duration::days(90)),
                 &audit("rekey"),
             )
             .await
             .unwrap();
-        assert_eq!(store.rekey_requested(&dev).await.unwrap(), Some(now()));
+        assert_eq!(
+            store.rekey_requested(&dev).await.unwrap(),
+            Some(fleetward_store::RekeyRequest {
+                requested_at: now(),
+                deadline: Some(now() + time::Duration::days(90)),
+            })
+        );
+        // Not overdue before the deadline; overdue from it on.
+        let check_overdue = |at: OffsetDateTime, expected: Vec<DeviceId>| {
+            let store = store.clone();
+            async move {
+                assert_eq!(
+                    store.overdue_rekeys(at, 10).await.unwrap(),
+                    expected,
+                    "{at}"
+                )
+            }
+        };
+        check_overdue(now() + time::Duration::days(89), vec![]).await;
+        check_overdue(now() + time::Duration::days(90), vec![dev.clone()]).await;
         let later = now() + time::Duration::days(60);
         let overlap_end = later + time::Duration::days(1);
         store
@@ -932,6 +952,7 @@ async fn renewal_schedules_the_old_certificate_and_revocation_is_immediate() {
             .await
             .unwrap();
         assert_eq!(store.rekey_requested(&dev).await.unwrap(), None);
+        check_overdue(now() + time::Duration::days(90), vec![]).await;
         let old = store.certificate("01").await.unwrap().unwrap();
         assert_eq!(old.revoked_at, Some(overlap_end));
         assert_eq!(old.reason.as_deref(), Some("superseded"));
@@ -1013,17 +1034,33 @@ async fn rekey_by_query_and_the_allow_list() {
         let eu = cmp(tag("region"), CompareOp::Eq, "eu");
         assert_eq!(
             store
-                .request_rekey(&RekeyTarget::Query(eu), now(), &audit("rekey"))
+                .request_rekey(&RekeyTarget::Query(eu), now(), None, &audit("rekey"))
                 .await
                 .unwrap(),
             2
         );
         assert_eq!(
             store
-                .request_rekey(&RekeyTarget::All, now(), &audit("rekey"))
+                .request_rekey(&RekeyTarget::All, now(), None, &audit("rekey"))
                 .await
                 .unwrap(),
             3
+        );
+        // Revoking a device's certificates ends its re-key request.
+        let q1 = DeviceId::parse("q1").unwrap();
+        assert!(store.rekey_requested(&q1).await.unwrap().is_some());
+        store
+            .revoke_device(&q1, now(), "unspecified", "test", false, &audit("revoke"))
+            .await
+            .unwrap();
+        assert_eq!(store.rekey_requested(&q1).await.unwrap(), None);
+        // Without a deadline nothing is ever overdue.
+        assert_eq!(
+            store
+                .overdue_rekeys(now() + time::Duration::days(3650), 10)
+                .await
+                .unwrap(),
+            vec![]
         );
         assert_eq!(store.count_allow_list().await.unwrap(), 0);
         let entry = AllowListEntry {

@@ -72,6 +72,15 @@ pub struct DeviceSelf {
     pub renew_after: OffsetDateTime,
     /// An operator asked this device to make a new key and renew now.
     pub rekey_required: bool,
+    /// When the device's current certificates are revoked if it has not
+    /// re-keyed by then.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub rekey_deadline: Option<OffsetDateTime>,
     pub poll_interval_secs: u32,
 }
 
@@ -207,6 +216,10 @@ pub struct RekeyRequest {
     pub query: Option<String>,
     #[serde(default)]
     pub all: bool,
+    /// Seconds from now after which devices that have not re-keyed have
+    /// their certificates revoked (they must enrol again). None: no deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]

@@ -350,8 +350,11 @@ pub async fn decommission_device(
     revoke_or_decommission(&state, &caller, &id, &request, true).await
 }
 
+const MAX_REKEY_DEADLINE_SECS: u64 = 365 * 24 * 3600;
+
 /// Asks devices (by id, by target query, or all) to make a new key and
-/// renew at their next poll.
+/// renew at their next poll; with a deadline, devices still on their old
+/// key after it have their certificates revoked.
 #[utoipa::path(post, path = "/api/v1/devices/rekey", tag = "identity", request_body = RekeyRequest,
     responses((status = 200, body = RekeyResult), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn rekey_devices(
@@ -390,13 +393,33 @@ pub async fn rekey_devices(
         )
     };
     let now = state.now();
+    let deadline = match request.deadline_secs {
+        None => None,
+        Some(secs @ 1..=MAX_REKEY_DEADLINE_SECS) => {
+            Some(now + time::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX)))
+        }
+        Some(_) => {
+            return Err(ApiError::unprocessable(
+                "invalid_deadline",
+                format!("deadline_secs is 1 to {MAX_REKEY_DEADLINE_SECS} (a year)"),
+            ));
+        }
+    };
     let audit = caller.audit(
         now,
         "device.rekey",
         "devices",
-        serde_json::json!({ "ids": request.ids, "query": request.query, "all": request.all }),
+        serde_json::json!({
+            "ids": request.ids,
+            "query": request.query,
+            "all": request.all,
+            "deadline_secs": request.deadline_secs,
+        }),
     );
-    let devices = state.store.request_rekey(&target, now, &audit).await?;
+    let devices = state
+        .store
+        .request_rekey(&target, now, deadline, &audit)
+        .await?;
     Ok(Json(RekeyResult { devices }))
 }
 

@@ -187,7 +187,7 @@ pub async fn device_self(
         .device(&me.device_id)
         .await?
         .ok_or_else(|| ApiError::not_found("this device is not in the registry"))?;
-    let rekey = state.store.rekey_requested(&me.device_id).await?.is_some();
+    let rekey = state.store.rekey_requested(&me.device_id).await?;
     let settings = state.store.settings().await?;
     Ok(Json(DeviceSelf {
         device_id: me.device_id.to_string(),
@@ -195,7 +195,8 @@ pub async fn device_self(
         serial: me.serial().to_hex(),
         not_after: me.cert.not_after,
         renew_after: state.identity.renew_after(me.cert.not_after),
-        rekey_required: rekey,
+        rekey_required: rekey.is_some(),
+        rekey_deadline: rekey.and_then(|r| r.deadline),
         poll_interval_secs: settings.poll_interval_secs,
     }))
 }

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use super::{SqliteStore, from_millis, insert_audit, is_unique_violation, to_millis};
 use crate::identity::{
     AllowListEntry, CaRecord, CertRecord, Enrolment, EnrolmentTokenRecord, IdentityStore,
-    RekeyTarget,
+    RekeyRequest, RekeyTarget,
 };
 use crate::query_sql::{TagForm, push_predicate};
 use crate::{AuditEntry, Device, Result, StoreError};
@@ -471,6 +471,11 @@ impl IdentityStore for SqliteStore {
                 .fetch_all(&mut **tx)
                 .await?;
                 let revoked = rows.iter().map(cert_from_row).collect::<Result<Vec<_>>>()?;
+                // A device with no live key has nothing left to re-key.
+                sqlx::query("DELETE FROM device_rekey WHERE device_id = ?")
+                    .bind(device.as_str())
+                    .execute(&mut **tx)
+                    .await?;
                 if decommission {
                     sqlx::query("UPDATE devices SET status = ? WHERE id = ?")
                         .bind(DeviceStatus::Decommissioned.as_str())
@@ -489,6 +494,7 @@ impl IdentityStore for SqliteStore {
         &self,
         target: &RekeyTarget,
         at: OffsetDateTime,
+        deadline: Option<OffsetDateTime>,
         audit: &AuditEntry,
     ) -> Result<u64> {
         let target = target.clone();
@@ -496,9 +502,11 @@ impl IdentityStore for SqliteStore {
         self.write(move |tx| {
             Box::pin(async move {
                 let mut qb = QueryBuilder::<Sqlite>::new(
-                    "INSERT OR REPLACE INTO device_rekey (device_id, requested_at) SELECT d.id, ",
+                    "INSERT OR REPLACE INTO device_rekey (device_id, requested_at, deadline) SELECT d.id, ",
                 );
                 qb.push_bind(to_millis(at));
+                qb.push(", ");
+                qb.push_bind(deadline.map(to_millis));
                 qb.push(" FROM devices d WHERE d.status != 'decommissioned'");
                 match &target {
                     RekeyTarget::All => {}
@@ -526,12 +534,36 @@ impl IdentityStore for SqliteStore {
         .await
     }
 
-    async fn rekey_requested(&self, device: &DeviceId) -> Result<Option<OffsetDateTime>> {
-        let at: Option<i64> =
-            sqlx::query_scalar("SELECT requested_at FROM device_rekey WHERE device_id = ?")
+    async fn rekey_requested(&self, device: &DeviceId) -> Result<Option<RekeyRequest>> {
+        let row: Option<(i64, Option<i64>)> =
+            sqlx::query_as("SELECT requested_at, deadline FROM device_rekey WHERE device_id = ?")
                 .bind(device.as_str())
                 .fetch_optional(&self.pool)
                 .await?;
-        at.map(from_millis).transpose()
+        row.map(|(requested_at, deadline)| {
+            Ok(RekeyRequest {
+                requested_at: from_millis(requested_at)?,
+                deadline: deadline.map(from_millis).transpose()?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn overdue_rekeys(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<DeviceId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT device_id FROM device_rekey WHERE deadline IS NOT NULL AND deadline <= ? \
+             ORDER BY deadline, device_id LIMIT ?",
+        )
+        .bind(to_millis(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        ids.iter()
+            .map(|id| {
+                DeviceId::parse(id).map_err(|e| {
+                    StoreError::Corrupt(format!("device id {id:?} in device_rekey: {e}"))
+                })
+            })
+            .collect()
     }
 }

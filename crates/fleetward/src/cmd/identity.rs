@@ -80,6 +80,10 @@ pub enum DeviceIdentityCommand {
         /// Or: the whole fleet.
         #[arg(long, conflicts_with_all = ["ids", "query"])]
         all: bool,
+        /// Revoke the certificates of devices that have not re-keyed by
+        /// then, e.g. 24h (they must enrol again).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        deadline: Option<std::time::Duration>,
     },
     /// The certificates a device has held.
     Certs { id: String },
@@ -295,7 +299,12 @@ pub async fn run_device(
                 .await?;
             print_revoked(json, &done)?;
         }
-        DeviceIdentityCommand::Rekey { ids, query, all } => {
+        DeviceIdentityCommand::Rekey {
+            ids,
+            query,
+            all,
+            deadline,
+        } => {
             for id in ids {
                 device_id(id)?;
             }
@@ -307,6 +316,7 @@ pub async fn run_device(
                 ids: ids.clone(),
                 query: query.clone(),
                 all: *all,
+                deadline_secs: deadline.map(|d| d.as_secs().max(1)),
             };
             let done: RekeyResult = client.post("/api/v1/devices/rekey", &request).await?;
             if json {
