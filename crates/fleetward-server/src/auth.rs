@@ -138,7 +138,14 @@ pub fn check_token(
     Ok(record)
 }
 
-fn source_of(parts: &Parts) -> String {
+pub(crate) fn peer_of(parts: &Parts) -> Option<SocketAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr)
+}
+
+pub(crate) fn source_of(parts: &Parts) -> String {
     parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -192,6 +199,17 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiErro
                 "the Authorization header is not `Bearer <token>`",
             )
         })?;
+    caller_for_token(state, presented, source_of(parts)).await
+}
+
+/// The caller a presented operator token stands for, checked exactly as the
+/// API checks it (hash, expiry, revocation). The console's session cookie
+/// carries the same token, so both doors apply one rule.
+pub async fn caller_for_token(
+    state: &AppState,
+    presented: &str,
+    source: String,
+) -> Result<Caller, ApiError> {
     let (id, secret) = split_token(presented)
         .ok_or_else(|| ApiError::unauthenticated("invalid_token", "the token is not valid"))?;
     let record = match state.tokens.get(id, Instant::now()) {
@@ -210,7 +228,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiErro
         name: record.name,
         role: record.role,
         expires_at: record.expires_at,
-        source: source_of(parts),
+        source,
     })
 }
 

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod artifacts;
 pub mod auth;
+pub mod console;
 pub mod device;
 pub mod error;
 pub mod events;
@@ -123,6 +124,7 @@ pub fn operator_router(state: AppState) -> Router {
     let (api, _) = api::operator_api().split_for_parts();
     Router::new()
         .merge(api)
+        .merge(console::router(state.clone()))
         .route(
             "/api/v1/openapi.json",
             axum::routing::get(api::openapi_json),

@@ -148,6 +148,9 @@ pub trait Store: EventLog + IdentityStore + Send + Sync + std::fmt::Debug {
         version: &str,
         limit: u32,
     ) -> Result<Vec<DeviceId>>;
+    /// Device counts per status, version and hardware, each list largest
+    /// first and cut at `limit` entries.
+    async fn device_facets(&self, limit: u32) -> Result<DeviceFacets>;
 }
 
 /// Opens the store a database URL names, creating and migrating it as needed.

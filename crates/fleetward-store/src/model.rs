@@ -133,3 +133,13 @@ pub struct ReleaseTransition {
     pub to: fleetward_core::ReleaseState,
     pub at: OffsetDateTime,
 }
+
+/// How the fleet divides up, for dashboards: device counts per status,
+/// per running version and per hardware type, largest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceFacets {
+    pub by_status: Vec<(fleetward_core::DeviceStatus, u64)>,
+    /// `None`: devices that never reported a version.
+    pub by_version: Vec<(Option<String>, u64)>,
+    pub by_hardware: Vec<(String, u64)>,
+}

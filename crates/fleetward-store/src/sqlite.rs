@@ -28,8 +28,8 @@ mod releases;
 use crate::point_read::PointReader;
 use crate::query_sql::{PlainSql, SqlSink, TagForm, push_predicate};
 use crate::{
-    ArtifactRecord, AuditEntry, AuditRecord, Device, DeviceChange, NewDevice, PoolStats,
-    ReleaseRecord, ReleaseTransition, Result, Settings, Store, StoreError, TokenRecord,
+    ArtifactRecord, AuditEntry, AuditRecord, Device, DeviceChange, DeviceFacets, NewDevice,
+    PoolStats, ReleaseRecord, ReleaseTransition, Result, Settings, Store, StoreError, TokenRecord,
     TufMetadataRecord,
 };
 
@@ -687,5 +687,40 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<DeviceId>> {
         self.devices_running_impl(hardware, version, limit).await
+    }
+
+    async fn device_facets(&self, limit: u32) -> Result<DeviceFacets> {
+        let limit = i64::from(limit.min(crate::MAX_PAGE));
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        let statuses: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, count(*) AS n FROM devices GROUP BY status ORDER BY n DESC, status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let by_status = statuses
+            .into_iter()
+            .map(|(status, n)| {
+                DeviceStatus::parse(&status)
+                    .map(|s| (s, count(n)))
+                    .ok_or_else(|| StoreError::Corrupt(format!("device status {status:?}")))
+            })
+            .collect::<Result<_>>()?;
+        let versions: Vec<(Option<String>, i64)> = sqlx::query_as(
+            "SELECT version, count(*) AS n FROM devices GROUP BY version ORDER BY n DESC, version LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let hardware: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT hardware, count(*) AS n FROM devices GROUP BY hardware ORDER BY n DESC, hardware LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(DeviceFacets {
+            by_status,
+            by_version: versions.into_iter().map(|(v, n)| (v, count(n))).collect(),
+            by_hardware: hardware.into_iter().map(|(h, n)| (h, count(n))).collect(),
+        })
     }
 }

@@ -1243,3 +1243,42 @@ async fn artifacts_are_deduplicated_and_releases_unique() {
     })
     .await;
 }
+
+// ----- Dashboards -----
+
+#[tokio::test]
+async fn facets_count_the_fleet_by_status_version_and_hardware() {
+    each_backend(|store| async move {
+        let empty = store.device_facets(10).await.unwrap();
+        assert_eq!(empty, fleetward_store::DeviceFacets::default());
+        let mut quarantined = device("q", "rev2", Some("1.0.0"), &[]);
+        quarantined.status = DeviceStatus::Quarantined;
+        let fleet = [
+            device("a", "rev1", Some("1.0.0"), &[]),
+            device("b", "rev1", Some("1.0.0"), &[]),
+            device("c", "rev2", Some("0.9.0"), &[]),
+            device("d", "rev1", None, &[]),
+            quarantined,
+        ];
+        store
+            .register_devices(&fleet, now(), &audit("fleet"))
+            .await
+            .unwrap();
+        let facets = store.device_facets(10).await.unwrap();
+        assert_eq!(
+            facets.by_status,
+            vec![(DeviceStatus::Active, 4), (DeviceStatus::Quarantined, 1)]
+        );
+        assert_eq!(facets.by_version[0], (Some("1.0.0".to_owned()), 3));
+        assert_eq!(facets.by_version.len(), 3, "{:?}", facets.by_version);
+        assert!(facets.by_version.contains(&(None, 1)));
+        assert_eq!(
+            facets.by_hardware,
+            vec![("rev1".to_owned(), 3), ("rev2".to_owned(), 2)]
+        );
+        let cut = store.device_facets(1).await.unwrap();
+        assert_eq!(cut.by_version, vec![(Some("1.0.0".to_owned()), 3)]);
+        assert_eq!(cut.by_hardware.len(), 1);
+    })
+    .await;
+}

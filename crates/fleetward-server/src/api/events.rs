@@ -20,7 +20,7 @@ fn bad(message: String) -> ApiError {
     ApiError::bad_request("invalid_parameter", message)
 }
 
-fn filter(params: &EventListParams) -> Result<EventFilter, ApiError> {
+pub(crate) fn filter(params: &EventListParams) -> Result<EventFilter, ApiError> {
     let kinds = match &params.kind {
         None => Vec::new(),
         Some(list) => list

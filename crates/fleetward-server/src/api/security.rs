@@ -19,6 +19,18 @@ use crate::monitor::{QuarantineRequest, quarantine};
 
 const MAX_REASON: usize = 512;
 
+/// The operator's reason for a quarantine, trimmed, or why it is refused.
+pub(crate) fn quarantine_reason(raw: &str) -> Result<&str, ApiError> {
+    let reason = raw.trim();
+    if reason.is_empty() || reason.len() > MAX_REASON || reason.chars().any(char::is_control) {
+        return Err(ApiError::unprocessable(
+            "invalid_reason",
+            format!("a reason is 1 to {MAX_REASON} printable characters"),
+        ));
+    }
+    Ok(reason)
+}
+
 fn device_id(raw: &str) -> Result<DeviceId, ApiError> {
     DeviceId::parse(raw).map_err(|e| ApiError::bad_request("invalid_device_id", e.to_string()))
 }
@@ -36,13 +48,7 @@ pub async fn quarantine_device(
     Json(request): Json<QuarantineDevice>,
 ) -> Result<Json<Device>, ApiError> {
     let id = device_id(&id)?;
-    let reason = request.reason.trim();
-    if reason.is_empty() || reason.len() > MAX_REASON || reason.chars().any(char::is_control) {
-        return Err(ApiError::unprocessable(
-            "invalid_reason",
-            format!("a reason is 1 to {MAX_REASON} printable characters"),
-        ));
-    }
+    let reason = quarantine_reason(&request.reason)?;
     let device = quarantine(
         &*state.store,
         &state.identity,

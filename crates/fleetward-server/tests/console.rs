@@ -1,0 +1,365 @@
+//! The web console against a real server: sessions from operator tokens,
+//! roles exactly as in the API, CSRF on every form, escaping, headers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use fleetward_core::Role;
+use reqwest::StatusCode;
+use reqwest::redirect::Policy;
+use support::TestServer;
+
+/// A browser: no redirects followed, so each answer can be checked.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+struct Page {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+async fn get(server: &TestServer, cookie: Option<&str>, path: &str) -> Page {
+    let mut request = browser().get(format!("{}{path}", server.base));
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let response = request.send().await.unwrap();
+    Page {
+        status: response.status(),
+        headers: response.headers().clone(),
+        body: response.text().await.unwrap(),
+    }
+}
+
+async fn post_form(
+    server: &TestServer,
+    cookie: Option<&str>,
+    path: &str,
+    form: &[(&str, &str)],
+) -> Page {
+    let mut request = browser().post(format!("{}{path}", server.base)).form(form);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let response = request.send().await.unwrap();
+    Page {
+        status: response.status(),
+        headers: response.headers().clone(),
+        body: response.text().await.unwrap(),
+    }
+}
+
+/// Signs in with `token` and returns the session cookie (`name=value`).
+async fn sign_in(server: &TestServer, token: &str) -> String {
+    let answer = post_form(server, None, "/console/login", &[("token", token)]).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    let cookie = answer.headers["set-cookie"].to_str().unwrap().to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+fn csrf_of(body: &str) -> String {
+    let marker = r#"name="csrf" value=""#;
+    let start = body.find(marker).expect("a form with a CSRF token") + marker.len();
+    body[start..start + 64].to_owned()
+}
+
+#[tokio::test]
+async fn signing_in_needs_a_valid_token_and_pages_need_a_session() {
+    let server = TestServer::start().await;
+    let anonymous = get(&server, None, "/console/devices").await;
+    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+    assert_eq!(anonymous.headers["location"], "/console/login");
+
+    for bad in [
+        "",
+        "not-a-token",
+        "fwt_0123456789abcdef0123456789abcdef_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    ] {
+        let answer = post_form(&server, None, "/console/login", &[("token", bad)]).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{bad:?}");
+        assert!(!answer.headers.contains_key("set-cookie"), "{bad:?}");
+    }
+    let forged = get(
+        &server,
+        Some("fleetward_session=fwt_0000000000000000_garbage"),
+        "/console/",
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::SEE_OTHER);
+
+    let cookie = sign_in(&server, &server.admin).await;
+    for path in [
+        "/console/",
+        "/console/devices",
+        "/console/releases",
+        "/console/events",
+        "/console/events?verify=1",
+        "/console/audit",
+        "/console/?fragment=main",
+    ] {
+        let page = get(&server, Some(&cookie), path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+        let csp = page.headers["content-security-policy"].to_str().unwrap();
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+        assert_eq!(page.headers["x-content-type-options"], "nosniff");
+        assert!(
+            !page.body.contains("<script>") && !page.body.contains(" style="),
+            "no inline script or style on {path}"
+        );
+    }
+    let verified = get(&server, Some(&cookie), "/console/events?verify=1").await;
+    assert!(verified.body.contains("Chain intact"), "{}", verified.body);
+    let fragment = get(&server, Some(&cookie), "/console/?fragment=main").await;
+    assert!(fragment.body.starts_with("<main"), "{}", fragment.body);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_or_expired_token_ends_the_session_at_once() {
+    let server = TestServer::start().await;
+    let token = server.token_for(Role::Operator).await;
+    let cookie = sign_in(&server, &token).await;
+    assert_eq!(
+        get(&server, Some(&cookie), "/console/").await.status,
+        StatusCode::OK
+    );
+    let id = token
+        .strip_prefix("fwt_")
+        .unwrap()
+        .split('_')
+        .next()
+        .unwrap();
+    let revoked = server
+        .call(
+            Some(&server.admin),
+            reqwest::Method::DELETE,
+            &format!("/api/v1/tokens/{id}"),
+            None,
+        )
+        .await;
+    assert!(revoked.status.is_success(), "{:?}", revoked.body);
+    let after = get(&server, Some(&cookie), "/console/").await;
+    assert_eq!(after.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        after.headers["location"],
+        "/console/login?reason=token_revoked"
+    );
+    assert!(
+        after.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0"),
+        "the cookie is cleared"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn device_search_uses_the_query_language_and_escapes_everything() {
+    let server = TestServer::start().await;
+    server
+        .register("eu-1", "rev2", Some("1.0.0"), &[("region", "eu")])
+        .await;
+    server
+        .register("us-1", "rev2", Some("1.0.0"), &[("region", "us")])
+        .await;
+    // Tags cannot hold markup (the registry refuses it); free text can, so
+    // an operator's quarantine reason carries the payload into the pages.
+    server.register("evil-1", "rev1", Some("0.9.0"), &[]).await;
+    let quarantined = server
+        .post(
+            &server.admin,
+            "/api/v1/devices/evil-1/quarantine",
+            serde_json::json!({ "reason": "<script>alert(1)</script>" }),
+        )
+        .await;
+    assert_eq!(quarantined.status, StatusCode::OK, "{:?}", quarantined.body);
+    let cookie = sign_in(&server, &server.admin).await;
+
+    let found = get(
+        &server,
+        Some(&cookie),
+        "/console/devices?q=region%20%3D%20eu",
+    )
+    .await;
+    assert_eq!(found.status, StatusCode::OK);
+    assert!(found.body.contains("eu-1") && !found.body.contains("us-1"));
+    assert!(found.body.contains("1 devices match"), "{}", found.body);
+
+    let bad = get(&server, Some(&cookie), "/console/devices?q=region%20%3D%3D").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("does not parse"), "{}", bad.body);
+
+    for path in [
+        "/console/devices/evil-1",
+        "/console/events",
+        "/console/audit",
+    ] {
+        let page = get(&server, Some(&cookie), path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        assert!(
+            !page.body.contains("<script>alert"),
+            "{path}: {}",
+            page.body
+        );
+    }
+    let events = server
+        .get(&server.admin, "/api/v1/events?kind=device.quarantined")
+        .await;
+    let seq = events.body["items"][0]["seq"].as_u64().unwrap();
+    let detail = get(&server, Some(&cookie), &format!("/console/events/{seq}")).await;
+    assert_eq!(detail.status, StatusCode::OK);
+    assert!(!detail.body.contains("<script>alert"), "{}", detail.body);
+    assert!(
+        detail
+            .body
+            .contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{}",
+        detail.body
+    );
+    let reflected = get(
+        &server,
+        Some(&cookie),
+        "/console/devices?q=%22%3Cimg%20src%3Dx%3E%22",
+    )
+    .await;
+    assert!(
+        !reflected.body.contains("<img src=x>"),
+        "{}",
+        reflected.body
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn roles_decide_what_is_shown_and_what_is_done() {
+    let server = TestServer::start().await;
+    server.register("d-1", "rev2", Some("1.0.0"), &[]).await;
+
+    let viewer = sign_in(&server, &server.token_for(Role::Viewer).await).await;
+    let page = get(&server, Some(&viewer), "/console/devices/d-1").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.body.contains("Quarantine this device"));
+    assert!(
+        !page.body.contains("/console/audit"),
+        "no audit link for viewers"
+    );
+    assert_eq!(
+        get(&server, Some(&viewer), "/console/audit").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get(&server, Some(&viewer), "/console/events").await.status,
+        StatusCode::FORBIDDEN
+    );
+    // A viewer forging the form (with its own valid CSRF token) is refused.
+    let viewer_csrf = csrf_of(&page.body);
+    let refused = post_form(
+        &server,
+        Some(&viewer),
+        "/console/devices/d-1/quarantine",
+        &[("csrf", &viewer_csrf), ("reason", "x")],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    let operator = sign_in(&server, &server.token_for(Role::Operator).await).await;
+    let page = get(&server, Some(&operator), "/console/devices/d-1").await;
+    assert!(page.body.contains("Quarantine this device"));
+    let csrf = csrf_of(&page.body);
+    let audit_before = server.audit_len().await;
+    for (form, why) in [
+        (vec![("reason", "looks cloned")], "no CSRF token"),
+        (
+            vec![("csrf", viewer_csrf.as_str()), ("reason", "looks cloned")],
+            "another session's token",
+        ),
+        (
+            vec![
+                ("csrf", "0".repeat(64).as_str()),
+                ("reason", "looks cloned"),
+            ],
+            "a forged token",
+        ),
+    ] {
+        let answer = post_form(
+            &server,
+            Some(&operator),
+            "/console/devices/d-1/quarantine",
+            &form,
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{why}");
+    }
+    let empty_reason = post_form(
+        &server,
+        Some(&operator),
+        "/console/devices/d-1/quarantine",
+        &[("csrf", &csrf), ("reason", "  ")],
+    )
+    .await;
+    assert_eq!(empty_reason.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(server.audit_len().await, audit_before, "nothing changed");
+    let status = server.get(&server.admin, "/api/v1/devices/d-1").await;
+    assert_eq!(status.body["status"], "active");
+
+    let done = post_form(
+        &server,
+        Some(&operator),
+        "/console/devices/d-1/quarantine",
+        &[
+            ("csrf", &csrf),
+            ("reason", "looks cloned"),
+            ("certificate", "keep"),
+        ],
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let status = server.get(&server.admin, "/api/v1/devices/d-1").await;
+    assert_eq!(status.body["status"], "quarantined");
+    let timeline = get(&server, Some(&operator), "/console/devices/d-1").await;
+    assert!(
+        timeline.body.contains("device.quarantined"),
+        "{}",
+        timeline.body
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn signing_out_needs_the_form_token() {
+    let server = TestServer::start().await;
+    let cookie = sign_in(&server, &server.admin).await;
+    let forged = post_form(&server, Some(&cookie), "/console/logout", &[]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let page = get(&server, Some(&cookie), "/console/").await;
+    let out = post_form(
+        &server,
+        Some(&cookie),
+        "/console/logout",
+        &[("csrf", &csrf_of(&page.body))],
+    )
+    .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert!(
+        out.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    // The JSON API still answers with the same token: signing out ends the
+    // browser session, it does not revoke the token.
+    let api = server.get(&server.admin, "/api/v1/devices/count").await;
+    assert_eq!(api.status, StatusCode::OK);
+    server.stop().await;
+}
