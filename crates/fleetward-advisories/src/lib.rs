@@ -101,11 +101,13 @@ fn classify(path: &str) -> Option<Kind> {
     if lower.starts_with('.') {
         return None;
     }
-    if name.starts_with("RUSTSEC-") && (lower.ends_with(".md") || lower.ends_with(".toml")) {
-        let collection = if path.split('/').any(|seg| seg == "rust") && !path.contains("/crates/") {
-            "rust"
-        } else {
-            "crates"
+    // RustSec: `crates/<pkg>/RUSTSEC-*.md` and `rust/<component>/CVE-*.md`;
+    // Markdown without TOML front matter (READMEs) is skipped on reading.
+    if lower.ends_with(".md") || (name.starts_with("RUSTSEC-") && lower.ends_with(".toml")) {
+        // `<collection>/<package>/<file>`: the collection is two levels up.
+        let collection = match path.rsplit('/').nth(2) {
+            Some("rust") => "rust",
+            _ => "crates",
         };
         return Some(Kind::RustSec(collection));
     }
@@ -148,8 +150,15 @@ impl Collector {
             self.skipped += 1;
             return;
         };
-        self.files_read += 1;
         let result = bytes.and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8".to_owned()));
+        if let (Kind::RustSec(_), Ok(text)) = (kind, &result)
+            && name.to_ascii_lowercase().ends_with(".md")
+            && !text.trim_start().starts_with("```toml")
+        {
+            self.skipped += 1;
+            return;
+        }
+        self.files_read += 1;
         let advisory = result.and_then(|text| parse_file(kind, &text));
         match advisory {
             Ok(adv) => {
