@@ -46,6 +46,20 @@ fn decode(s: &str, input: &str) -> Result<String, IdError> {
         })
 }
 
+/// Decodes `/`-separated segments, splits decoded ones again and drops
+/// empty segments.
+fn segments(s: &str, input: &str) -> Result<Vec<String>, IdError> {
+    let mut out = Vec::new();
+    for raw in s.split('/').filter(|p| !p.is_empty()) {
+        for part in decode(raw, input)?.split('/') {
+            if !part.is_empty() {
+                out.push(part.to_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// PEP 503: lower case, runs of `-`, `_`, `.` become one `-`.
 pub fn pep503(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
@@ -82,11 +96,9 @@ impl Purl {
         let rest = rest.trim_start_matches('/');
         let (rest, subpath) = match rest.split_once('#') {
             Some((r, sp)) => {
-                let segs: Vec<String> = sp
-                    .split('/')
-                    .filter(|p| !p.is_empty() && *p != "." && *p != "..")
-                    .map(|p| decode(p, input))
-                    .collect::<Result<_, _>>()?;
+                let segs = segments(sp, input)?;
+                let segs: Vec<String> =
+                    segs.into_iter().filter(|p| p != "." && p != "..").collect();
                 (r, (!segs.is_empty()).then(|| segs.join("/")))
             }
             None => (rest, None),
@@ -135,12 +147,12 @@ impl Purl {
             }
             _ => (rest, None),
         };
-        let mut segs: Vec<String> = path
-            .split('/')
-            .filter(|p| !p.is_empty())
-            .map(|p| decode(p, input))
-            .collect::<Result<_, _>>()?;
-        let name = segs.pop().ok_or_else(|| bad("no name"))?;
+        // The name is the last raw segment (it may contain an encoded '/');
+        // namespace segments are decoded and re-split so that the canonical
+        // form parses back to the same value.
+        let mut raw: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        let name = decode(raw.pop().ok_or_else(|| bad("no name"))?, input)?;
+        let segs = segments(&raw.join("/"), input)?;
         if name.is_empty() {
             return Err(bad("no name"));
         }
@@ -154,6 +166,9 @@ impl Purl {
             subpath,
         };
         purl.normalise_type_rules();
+        if purl.name.is_empty() {
+            return Err(bad("no name"));
+        }
         Ok(purl)
     }
 

@@ -136,3 +136,26 @@ fn cpes() {
         assert!(Cpe::parse(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn canonical_forms_parse_back_to_themselves() {
+    for input in [
+        "pkg:generic/a%2Fb/c%2F/d@1%2F2#x/%2E%2E/y",
+        "pkg:npm/scope/name@1",
+        "pkg:generic/%25name@%40v?k=a%26b%3Dc%23d",
+        "pkg:golang/A/B/C@v1",
+        "pkg:generic/ns%2F%2F/n",
+    ] {
+        let p = Purl::parse(input).unwrap();
+        let canonical = p.to_string();
+        assert_eq!(
+            Purl::parse(&canonical).unwrap(),
+            p,
+            "{input} -> {canonical}"
+        );
+    }
+    assert!(
+        Purl::parse("pkg:pypi/-._").is_err(),
+        "a PyPI name that normalises to nothing"
+    );
+}
