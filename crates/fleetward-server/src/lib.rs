@@ -18,6 +18,7 @@ pub mod init;
 pub mod metrics;
 pub mod monitor;
 pub mod repo;
+pub mod sbom_gate;
 pub mod tuf_http;
 
 use std::net::SocketAddr;

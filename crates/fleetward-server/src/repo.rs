@@ -152,11 +152,13 @@ impl Releases {
             .artifact_dir
             .clone()
             .unwrap_or_else(|| crate::artifacts::default_dir(data_dir));
+        let artifacts = ArtifactStore::local(&dir, config.max_artifact_bytes)?;
+        let sbom_gate = crate::sbom_gate::SbomGate::new(data_dir, artifacts.clone());
         Ok(Releases {
-            artifacts: ArtifactStore::local(&dir, config.max_artifact_bytes)?,
+            artifacts,
             keys: OnlineKeys::load_or_create(data_dir)?,
             config,
-            gates: Vec::new(),
+            gates: vec![Arc::new(sbom_gate)],
         })
     }
 }
@@ -170,6 +172,9 @@ pub enum RepoError {
     Refused(String),
     #[error("{0}")]
     NotReady(String),
+    /// A publish gate refused (the SBOM policy): the release itself is the problem.
+    #[error("gate {gate} refused: {reason}")]
+    GateRefused { gate: &'static str, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -540,9 +545,12 @@ pub async fn check_publishable(
         }
     }
     for gate in &releases.gates {
-        gate.check(release, store).await.map_err(|reason| {
-            RepoError::Refused(format!("gate {} refused: {reason}", gate.name()))
-        })?;
+        gate.check(release, store)
+            .await
+            .map_err(|reason| RepoError::GateRefused {
+                gate: gate.name(),
+                reason,
+            })?;
     }
     Ok(())
 }

@@ -82,6 +82,11 @@ pub enum Command {
     /// Server settings.
     #[command(subcommand)]
     Settings(cmd::settings::SettingsCommand),
+    /// Scan an SBOM or Cargo.lock for vulnerabilities and licences against policy (no server needed).
+    Scan(cmd::scan::ScanArgs),
+    /// The local advisory index that `scan` and the release gate read.
+    #[command(subcommand)]
+    Advisories(cmd::advisories::AdvisoriesCommand),
     /// Show who the token belongs to and its role.
     Whoami,
     /// Print shell completions.

@@ -53,6 +53,9 @@ impl From<RepoError> for ApiError {
         match error {
             RepoError::Store(e) => e.into(),
             RepoError::Refused(m) => ApiError::conflict(m),
+            e @ RepoError::GateRefused { .. } => {
+                ApiError::unprocessable("gate_refused", e.to_string())
+            }
             RepoError::NotReady(m) => {
                 ApiError::new(StatusCode::CONFLICT, "repository_not_ready", m)
             }

@@ -1,5 +1,6 @@
 //! One module per subcommand; [`run`] dispatches.
 
+pub mod advisories;
 pub mod audit;
 pub mod demo;
 pub mod device;
@@ -8,6 +9,7 @@ pub mod identity;
 pub mod keys;
 pub mod monitor_config;
 pub mod release;
+pub mod scan;
 pub mod server;
 pub mod settings;
 pub mod token;
@@ -24,6 +26,8 @@ use crate::{Cli, Command, output};
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Init(args) => server::init(&cli, args).await,
+        Command::Scan(args) => scan::run(&cli, args),
+        Command::Advisories(command) => advisories::run(&cli, command),
         Command::Server(args) => server::serve(&cli, args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Device(command) => device::run(&api_client(&cli)?, cli.json, command).await,

@@ -1,0 +1,215 @@
+//! The SBOM release gate over a real server: a release carrying an SBOM is
+//! scanned at publish against the advisory index and policy in the data
+//! dir; a violation is a 422 naming the findings, nothing is published; a
+//! missing index is said plainly; waivers in the policy let it through.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::path::Path;
+
+use fleetward_tuf::{
+    Expiry, PublicKey, ROLE_ROOT, ROLE_SNAPSHOT, ROLE_TARGETS, ROLE_TIMESTAMP, Root, Signed,
+    SigningKey, Targets,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use support::TestServer;
+use time::{Duration, OffsetDateTime};
+
+fn key(n: u8) -> SigningKey {
+    SigningKey::from_seed(&[n; 32]).unwrap()
+}
+
+fn signed<T: fleetward_tuf::Role>(meta: T, keys: &[&SigningKey]) -> Vec<u8> {
+    Signed::sign(meta, keys).unwrap().to_bytes().unwrap()
+}
+
+async fn raw_post(server: &TestServer, path: &str, body: Vec<u8>) -> support::Answer {
+    server
+        .raw(&server.admin, Method::POST, path, "application/json", body)
+        .await
+}
+
+async fn upload(server: &TestServer, bytes: &[u8]) -> String {
+    let response = server
+        .http
+        .post(format!("{}/api/v1/artifacts", server.base))
+        .bearer_auth(&server.admin)
+        .header("x-fleetward-sha256", hex::encode(Sha256::digest(bytes)))
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let body: Value = response.json().await.unwrap();
+    body["sha256"].as_str().unwrap().to_owned()
+}
+
+/// Root metadata with offline keys 1..=3 (root) and 4..=6 (targets).
+async fn set_up_repository(server: &TestServer) {
+    let keys = server.get(&server.admin, "/api/v1/tuf/online-keys").await;
+    let online: (PublicKey, PublicKey) = (
+        serde_json::from_value(keys.body["snapshot"].clone()).unwrap(),
+        serde_json::from_value(keys.body["timestamp"].clone()).unwrap(),
+    );
+    let public = |r: std::ops::RangeInclusive<u8>| r.map(|n| key(n).public()).collect::<Vec<_>>();
+    let root = Root::new(
+        1,
+        Expiry::at(OffsetDateTime::now_utc() + Duration::days(365)),
+        &[
+            (ROLE_ROOT, &public(1..=3), 2),
+            (ROLE_TARGETS, &public(4..=6), 2),
+            (ROLE_SNAPSHOT, std::slice::from_ref(&online.0), 1),
+            (ROLE_TIMESTAMP, std::slice::from_ref(&online.1), 1),
+        ],
+    )
+    .unwrap();
+    let ok = raw_post(
+        server,
+        "/api/v1/tuf/root",
+        signed(root, &[&key(1), &key(2)]),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{:?}", ok.body);
+}
+
+/// Creates and signs a release with an image and (optionally) an SBOM.
+async fn signed_release(server: &TestServer, version: &str, sbom: Option<&[u8]>) {
+    let image = upload(server, format!("firmware {version}").as_bytes()).await;
+    let sbom = match sbom {
+        Some(bytes) => Some(upload(server, bytes).await),
+        None => None,
+    };
+    let created = server
+        .post(
+            &server.admin,
+            "/api/v1/releases",
+            json!({"version": version, "hardware": "rev2", "artifact_sha256": image,
+                   "sbom_sha256": sbom, "file_name": "fw.img"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let request = server
+        .get(
+            &server.admin,
+            &format!("/api/v1/releases/{version}/signing-request"),
+        )
+        .await;
+    let targets: Targets = serde_json::from_value(request.body["signed"].clone()).unwrap();
+    let answer = raw_post(
+        server,
+        &format!("/api/v1/releases/{version}/signature"),
+        signed(targets, &[&key(4), &key(5)]),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+}
+
+async fn publish(server: &TestServer, version: &str) -> support::Answer {
+    server
+        .post(
+            &server.admin,
+            &format!("/api/v1/releases/{version}/publish"),
+            json!({}),
+        )
+        .await
+}
+
+async fn state(server: &TestServer, version: &str) -> String {
+    server
+        .get(&server.admin, &format!("/api/v1/releases/{version}"))
+        .await
+        .body["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn fixture(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+#[tokio::test]
+async fn publish_is_refused_while_the_sbom_breaks_policy() {
+    let server = TestServer::start().await;
+    set_up_repository(&server).await;
+    let sbom = std::fs::read(fixture("tests/data/sbom-router.cdx.json")).unwrap();
+    signed_release(&server, "2.0.0", Some(&sbom)).await;
+
+    // No advisory index in the data dir: refused, and the reason says what to do.
+    let refused = publish(&server, "2.0.0").await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "gate_refused"),
+        "{:?}",
+        refused.body
+    );
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("no advisory index") && message.contains("advisories import"),
+        "{message}"
+    );
+    assert_eq!(state(&server, "2.0.0").await, "signed");
+
+    // With the index: refused for the findings themselves, each named with its rule.
+    fleetward_advisories::import(
+        &[fixture("../fleetward-advisories/tests/data/db")],
+        &server.dir.path().join("advisories"),
+        OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let refused = publish(&server, "2.0.0").await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        refused.body
+    );
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    for needle in [
+        "gate sbom-policy refused",
+        "[license.denied] bash@5.0",
+        "[license.invalid] app@0.1.0",
+        "[vulnerability.unknown-severity] PyYAML@5.3",
+        "PYSEC-2020-96",
+    ] {
+        assert!(message.contains(needle), "{needle} not in {message}");
+    }
+    assert_eq!(state(&server, "2.0.0").await, "signed", "nothing published");
+
+    // A broken policy file is a refusal that names the file, not a pass.
+    let policy = server.dir.path().join("fleetward-policy.toml");
+    std::fs::write(&policy, "[vulnerabilities]\nfail_on = \"sometimes\"\n").unwrap();
+    let refused = publish(&server, "2.0.0").await;
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("fleetward-policy.toml") && message.contains("fail_on"),
+        "{message}"
+    );
+
+    // Waivers (owned, reasoned, dated) and an allowed licence: published.
+    std::fs::write(
+        &policy,
+        r#"
+[licenses]
+deny = []
+invalid = "warn"
+[[waivers]]
+id = "CVE-2020-1747"
+reason = "full_load is not reachable from the device API"
+owner = "security@example.com"
+expires = 2999-12-31
+"#,
+    )
+    .unwrap();
+    let published = publish(&server, "2.0.0").await;
+    assert_eq!(published.status, StatusCode::OK, "{:?}", published.body);
+    assert_eq!(published.body["state"], "published");
+
+    // A release without an SBOM has nothing to scan.
+    signed_release(&server, "2.1.0", None).await;
+    assert_eq!(publish(&server, "2.1.0").await.status, StatusCode::OK);
+    server.stop().await;
+}
