@@ -11,6 +11,7 @@
 
 pub mod events;
 mod identity;
+pub mod lease;
 mod model;
 mod point_read;
 mod postgres;
@@ -23,6 +24,7 @@ use time::OffsetDateTime;
 
 pub use events::{EventFilter, EventLog};
 pub use identity::*;
+pub use lease::Leases;
 pub use model::*;
 pub use postgres::{DEFAULT_MAX_CONNECTIONS, MAX_MAX_CONNECTIONS, PostgresStore};
 pub use sqlite::SqliteStore;
@@ -67,7 +69,7 @@ pub struct PoolStats {
 }
 
 #[async_trait]
-pub trait Store: EventLog + IdentityStore + Send + Sync + std::fmt::Debug {
+pub trait Store: EventLog + IdentityStore + Leases + Send + Sync + std::fmt::Debug {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<()>;
     fn pool_stats(&self) -> PoolStats;

@@ -44,6 +44,7 @@ use time::OffsetDateTime;
 
 mod events;
 mod identity;
+mod lease;
 mod releases;
 
 use crate::query_sql::{Dialect, device_count_sql, device_page_sql};

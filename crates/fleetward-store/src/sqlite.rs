@@ -23,6 +23,7 @@ use tokio::sync::Mutex;
 
 pub(crate) mod events;
 mod identity;
+mod lease;
 mod releases;
 
 use crate::point_read::PointReader;
