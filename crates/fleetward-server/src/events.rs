@@ -81,12 +81,16 @@ pub async fn checkpoint_now(
     Ok(Some(checkpoint))
 }
 
-/// Signs checkpoints every [`CHECKPOINT_INTERVAL`] until shutdown, then once more.
+/// Signs checkpoints every [`CHECKPOINT_INTERVAL`] until shutdown, then once
+/// more, on the one replica holding the [`crate::lease::EVENT_CHECKPOINT`]
+/// lease.
 pub async fn checkpoint_task(
     store: Arc<dyn Store>,
     signer: Arc<CheckpointSigner>,
+    holder: crate::lease::Holder,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    use crate::lease::{EVENT_CHECKPOINT, hold, release};
     // The first checkpoint comes one interval after start, not at once.
     let mut ticks = tokio::time::interval_at(
         tokio::time::Instant::now() + CHECKPOINT_INTERVAL,
@@ -97,19 +101,33 @@ pub async fn checkpoint_task(
             _ = ticks.tick() => {}
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
-        if let Err(error) = checkpoint_now(&*store, &signer, OffsetDateTime::now_utc()).await {
+        let now = OffsetDateTime::now_utc();
+        if !hold(&*store, EVENT_CHECKPOINT, &holder, CHECKPOINT_INTERVAL, now).await {
+            continue;
+        }
+        if let Err(error) = checkpoint_now(&*store, &signer, now).await {
             tracing::warn!(error = %format!("{error:#}"), "signing an event checkpoint failed");
         }
     }
-    if let Err(error) = checkpoint_now(&*store, &signer, OffsetDateTime::now_utc()).await {
-        tracing::warn!(error = %format!("{error:#}"), "signing the final event checkpoint failed");
+    let now = OffsetDateTime::now_utc();
+    if hold(&*store, EVENT_CHECKPOINT, &holder, CHECKPOINT_INTERVAL, now).await {
+        if let Err(error) = checkpoint_now(&*store, &signer, now).await {
+            tracing::warn!(error = %format!("{error:#}"), "signing the final event checkpoint failed");
+        }
+        release(&*store, EVENT_CHECKPOINT, &holder).await;
     }
 }
 
-/// Prunes events older than the retention setting, once an hour. Pruning
+/// Prunes events older than the retention setting, once an hour, on the one
+/// replica holding the [`crate::lease::EVENT_RETENTION`] lease. Pruning
 /// stops at the newest signed checkpoint before the cut-off, which becomes
 /// the anchor the rest verifies from.
-pub async fn retention_task(store: Arc<dyn Store>, mut shutdown: watch::Receiver<bool>) {
+pub async fn retention_task(
+    store: Arc<dyn Store>,
+    holder: crate::lease::Holder,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use crate::lease::{EVENT_RETENTION, hold, release};
     let mut ticks = tokio::time::interval_at(
         tokio::time::Instant::now() + RETENTION_INTERVAL,
         RETENTION_INTERVAL,
@@ -117,12 +135,17 @@ pub async fn retention_task(store: Arc<dyn Store>, mut shutdown: watch::Receiver
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = shutdown.wait_for(|stop| *stop) => break,
         }
-        if let Err(error) = prune_now(&*store, OffsetDateTime::now_utc()).await {
+        let now = OffsetDateTime::now_utc();
+        if !hold(&*store, EVENT_RETENTION, &holder, RETENTION_INTERVAL, now).await {
+            continue;
+        }
+        if let Err(error) = prune_now(&*store, now).await {
             tracing::warn!(error = %format!("{error:#}"), "pruning security events failed");
         }
     }
+    release(&*store, EVENT_RETENTION, &holder).await;
 }
 
 /// How often retention runs.

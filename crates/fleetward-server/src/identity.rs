@@ -84,26 +84,35 @@ pub async fn enforce_rekey_deadlines(
     Ok(overdue.len())
 }
 
-/// Enforces re-key deadlines every [`IdentityConfig::deadline_check`].
+/// Enforces re-key deadlines every [`IdentityConfig::deadline_check`], on
+/// the one replica holding the [`crate::lease::REKEY_DEADLINES`] lease.
+/// Every replica still applies the revocations to its own in-memory view
+/// when it reloads; the store is what they agree on.
 pub async fn deadline_task(
     store: std::sync::Arc<dyn Store>,
     identity: std::sync::Arc<IdentityState>,
+    holder: crate::lease::Holder,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut ticks = tokio::time::interval(identity.config.deadline_check);
+    use crate::lease::{REKEY_DEADLINES, hold, release};
+    let interval = identity.config.deadline_check;
+    let mut ticks = tokio::time::interval(interval);
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+        let now = OffsetDateTime::now_utc();
+        if !hold(&*store, REKEY_DEADLINES, &holder, interval, now).await {
+            continue;
         }
         // A decommissioned device in the batch is a conflict; the next
         // batch goes on without it because revoke_device cleared its row.
-        if let Err(error) =
-            enforce_rekey_deadlines(&*store, &identity, OffsetDateTime::now_utc()).await
-        {
+        if let Err(error) = enforce_rekey_deadlines(&*store, &identity, now).await {
             tracing::warn!(%error, "enforcing re-key deadlines");
         }
     }
+    release(&*store, REKEY_DEADLINES, &holder).await;
 }
 
 /// Where `init` puts the CA unless told otherwise.

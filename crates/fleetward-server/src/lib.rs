@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod identity;
 pub mod init;
+pub mod lease;
 pub mod metrics;
 pub mod monitor;
 pub mod repo;
@@ -238,7 +239,14 @@ pub async fn start_with_store(
         monitor,
     };
     let (shutdown, watcher) = watch::channel(false);
-    let refresher = tokio::spawn(repo::refresh_task(store.clone(), releases, watcher.clone()));
+    // This server's name in leases: periodic work runs on one replica.
+    let holder = lease::Holder::generate();
+    let refresher = tokio::spawn(repo::refresh_task(
+        store.clone(),
+        releases,
+        holder.clone(),
+        watcher.clone(),
+    ));
     let operator = axum::serve(
         operator_listener,
         operator_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
@@ -254,17 +262,22 @@ pub async fn start_with_store(
     let checkpoints = events::checkpoint_task(
         store.clone(),
         state.event_signer.clone(),
+        holder.clone(),
         shutdown.subscribe(),
     );
-    let retention = events::retention_task(store.clone(), shutdown.subscribe());
+    let retention = events::retention_task(store.clone(), holder.clone(), shutdown.subscribe());
     let responder = monitor::respond::respond_task(
         store.clone(),
         state.identity.clone(),
         state.config.monitor.clone(),
         shutdown.subscribe(),
     );
-    let deadlines =
-        identity::deadline_task(store.clone(), state.identity.clone(), shutdown.subscribe());
+    let deadlines = identity::deadline_task(
+        store.clone(),
+        state.identity.clone(),
+        holder,
+        shutdown.subscribe(),
+    );
     let task = tokio::spawn(async move {
         let (operator, device, (), (), (), ()) = tokio::join!(
             operator.into_future(),

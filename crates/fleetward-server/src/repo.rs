@@ -474,32 +474,32 @@ pub async fn refresh(
     Ok(true)
 }
 
-/// Runs [`refresh`] every `refresh_interval` until `stop` flips.
+/// Runs [`refresh`] every `refresh_interval` until `stop` flips, on the
+/// one replica holding the [`crate::lease::TUF_TIMESTAMP`] lease.
 pub async fn refresh_task(
     store: Arc<dyn Store>,
     releases: Arc<Releases>,
+    holder: crate::lease::Holder,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let interval = releases.config.refresh_interval;
     loop {
-        match refresh(
-            store.as_ref(),
-            &releases.keys,
-            &releases.config,
-            OffsetDateTime::now_utc(),
-        )
-        .await
-        {
-            Ok(true) => tracing::info!("re-signed timestamp metadata"),
-            Ok(false) => {}
-            Err(error) => {
-                tracing::warn!(%error, "re-signing timestamp metadata failed; will retry")
+        let now = OffsetDateTime::now_utc();
+        if crate::lease::hold(&*store, crate::lease::TUF_TIMESTAMP, &holder, interval, now).await {
+            match refresh(store.as_ref(), &releases.keys, &releases.config, now).await {
+                Ok(true) => tracing::info!("re-signed timestamp metadata"),
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "re-signing timestamp metadata failed; will retry")
+                }
             }
         }
         tokio::select! {
-            _ = stop.wait_for(|stopped| *stopped) => return,
-            () = tokio::time::sleep(releases.config.refresh_interval) => {}
+            _ = stop.wait_for(|stopped| *stopped) => break,
+            () = tokio::time::sleep(interval) => {}
         }
     }
+    crate::lease::release(&*store, crate::lease::TUF_TIMESTAMP, &holder).await;
 }
 
 /// Whether `release` may be published now: a valid signature over it in the

@@ -11,8 +11,10 @@
 
 pub mod events;
 mod identity;
+pub mod lease;
 mod model;
 mod point_read;
+mod postgres;
 mod query_sql;
 mod sqlite;
 
@@ -22,7 +24,9 @@ use time::OffsetDateTime;
 
 pub use events::{EventFilter, EventLog};
 pub use identity::*;
+pub use lease::Leases;
 pub use model::*;
+pub use postgres::{DEFAULT_MAX_CONNECTIONS, MAX_MAX_CONNECTIONS, PostgresStore};
 pub use sqlite::SqliteStore;
 /// Re-exported so adapters above the store can classify failures.
 pub use sqlx::Error as SqlxError;
@@ -65,7 +69,7 @@ pub struct PoolStats {
 }
 
 #[async_trait]
-pub trait Store: EventLog + IdentityStore + Send + Sync + std::fmt::Debug {
+pub trait Store: EventLog + IdentityStore + Leases + Send + Sync + std::fmt::Debug {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<()>;
     fn pool_stats(&self) -> PoolStats;
@@ -157,6 +161,8 @@ pub trait Store: EventLog + IdentityStore + Send + Sync + std::fmt::Debug {
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PostgresStore::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_owned()))
     }

@@ -1,8 +1,11 @@
-//! Translates a target query into a SQL predicate over `devices d`.
+//! Translates a target query into a SQL predicate over `devices d`, and
+//! builds the listing statements both adapters run.
 //!
 //! Every value is a bound parameter, never spliced into the text. The SQL is
 //! the subset SQLite and PostgreSQL share, so both adapters use this one
-//! translation. Tag tests become `d.seq IN (SELECT … FROM device_tags …)`,
+//! translation; where the dialects differ (placeholders `?` against `$n`,
+//! the JSON aggregate that folds a device's tags into its row) [`Dialect`]
+//! says which to write. Tag tests become `d.seq IN (SELECT … FROM device_tags …)`,
 //! which both databases answer from the `(key, value, device_seq)` index
 //! without visiting devices that lack the tag.
 //!
@@ -19,9 +22,136 @@
 //! (hardware, id) has already narrowed the set, and lets a page walk the id
 //! order and stop after its first rows. [`TagForm::for_query`] picks.
 
+use fleetward_core::DeviceId;
 use fleetward_core::query::{CompareOp, Expr, Field, Value};
 use fleetward_core::version;
+use fleetward_events::Severity;
 use sqlx::{Database, Encode, QueryBuilder, Type};
+
+use crate::events::EventFilter;
+
+/// The SQL dialect a statement is written for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    #[default]
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// A device row with its tags folded in as a JSON array of `[key, value]`
+    /// pairs (as text): one statement per lookup or page, not one plus one
+    /// for the tags.
+    pub(crate) const fn device_columns(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => {
+                "d.seq, d.id, d.hardware, d.version, d.status, d.created_at, \
+                 d.first_seen, d.last_seen, \
+                 (SELECT json_group_array(json_array(t.key, t.value)) FROM device_tags t \
+                  WHERE t.device_seq = d.seq) AS tags"
+            }
+            // json_agg over no rows is NULL, where SQLite's aggregate is `[]`.
+            Dialect::Postgres => {
+                "d.seq, d.id, d.hardware, d.version, d.status, d.created_at, \
+                 d.first_seen, d.last_seen, \
+                 (SELECT COALESCE(json_agg(json_build_array(t.key, t.value)), '[]'::json)::text \
+                  FROM device_tags t WHERE t.device_seq = d.seq) AS tags"
+            }
+        }
+    }
+}
+
+/// The columns of a security-event entry, in both dialects.
+pub(crate) const ENTRY_COLUMNS: &str = "seq, kind, severity, device, source, server_time, \
+     device_time, message, detail, prev_hash, hash";
+
+/// A page of devices matching `query`, after `after`, in id order.
+pub(crate) fn device_page_sql(
+    sink: &mut impl SqlSink,
+    dialect: Dialect,
+    query: Option<&Expr>,
+    after: Option<&DeviceId>,
+    limit: u32,
+) {
+    sink.push(&format!(
+        "SELECT {} FROM devices d WHERE 1 = 1",
+        dialect.device_columns()
+    ));
+    if let Some(expr) = query {
+        sink.push(" AND ");
+        push_predicate(sink, expr, TagForm::for_query(expr));
+    }
+    if let Some(after) = after {
+        sink.push(" AND d.id > ");
+        sink.push_bind(after.as_str().to_owned());
+    }
+    // A number we format ourselves: nothing to inject.
+    sink.push(&format!(
+        " ORDER BY d.id LIMIT {}",
+        limit.min(crate::MAX_PAGE)
+    ));
+}
+
+/// How many devices match `query`, as column `n`.
+pub(crate) fn device_count_sql(sink: &mut impl SqlSink, query: Option<&Expr>) {
+    sink.push("SELECT count(*) AS n FROM devices d");
+    if let Some(expr) = query {
+        sink.push(" WHERE ");
+        push_predicate(sink, expr, TagForm::for_query(expr));
+    }
+}
+
+/// A page of security events matching `filter` with `seq > after`.
+pub(crate) fn events_page_sql(
+    sql: &mut impl SqlSink,
+    filter: &EventFilter,
+    after: Option<u64>,
+    limit: u32,
+) {
+    sql.push(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM security_events WHERE seq > "
+    ));
+    sql.push(&after.unwrap_or(0).to_string());
+    if !filter.kinds.is_empty() {
+        sql.push(" AND kind IN (");
+        for (n, kind) in filter.kinds.iter().enumerate() {
+            if n > 0 {
+                sql.push(", ");
+            }
+            sql.push_bind(kind.as_str().to_owned());
+        }
+        sql.push(")");
+    }
+    if let Some(min) = filter.min_severity {
+        let allowed: Vec<&str> = Severity::ALL
+            .iter()
+            .filter(|s| **s >= min)
+            .map(|s| s.as_str())
+            .collect();
+        sql.push(" AND severity IN (");
+        for (n, severity) in allowed.iter().enumerate() {
+            if n > 0 {
+                sql.push(", ");
+            }
+            sql.push_bind((*severity).to_owned());
+        }
+        sql.push(")");
+    }
+    if let Some(device) = &filter.device {
+        sql.push(" AND device = ");
+        sql.push_bind(device.as_str().to_owned());
+    }
+    if let Some(since) = filter.since_ms {
+        sql.push(&format!(" AND server_time >= {since}"));
+    }
+    if let Some(until) = filter.until_ms {
+        sql.push(&format!(" AND server_time < {until}"));
+    }
+    sql.push(&format!(
+        " ORDER BY seq LIMIT {}",
+        limit.min(crate::MAX_PAGE)
+    ));
+}
 
 /// Where translated SQL goes: an sqlx `QueryBuilder` (either dialect), or
 /// [`PlainSql`] for the SQLite read connections.
@@ -43,11 +173,22 @@ where
     }
 }
 
-/// SQLite SQL text with `?` placeholders and the values to bind, in order.
+/// SQL text with the dialect's placeholders (`?`, or `$1`, `$2`, … for
+/// PostgreSQL) and the values to bind, in order.
 #[derive(Debug, Default)]
 pub(crate) struct PlainSql {
+    pub dialect: Dialect,
     pub sql: String,
     pub params: Vec<String>,
+}
+
+impl PlainSql {
+    pub(crate) fn new(dialect: Dialect) -> PlainSql {
+        PlainSql {
+            dialect,
+            ..PlainSql::default()
+        }
+    }
 }
 
 impl SqlSink for PlainSql {
@@ -55,8 +196,14 @@ impl SqlSink for PlainSql {
         self.sql.push_str(sql);
     }
     fn push_bind(&mut self, value: String) {
-        self.sql.push('?');
         self.params.push(value);
+        match self.dialect {
+            Dialect::Sqlite => self.sql.push('?'),
+            Dialect::Postgres => {
+                self.sql.push('$');
+                self.sql.push_str(&self.params.len().to_string());
+            }
+        }
     }
 }
 

@@ -21,12 +21,13 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
-mod events;
+pub(crate) mod events;
 mod identity;
+mod lease;
 mod releases;
 
 use crate::point_read::PointReader;
-use crate::query_sql::{PlainSql, SqlSink, TagForm, push_predicate};
+use crate::query_sql::{Dialect, PlainSql, device_count_sql, device_page_sql};
 use crate::{
     ArtifactRecord, AuditEntry, AuditRecord, Device, DeviceChange, DeviceFacets, NewDevice,
     PoolStats, ReleaseRecord, ReleaseTransition, Result, Settings, Store, StoreError, TokenRecord,
@@ -107,16 +108,11 @@ impl SqliteStore {
     }
 }
 
-/// A device row with its tags folded in as a JSON array of `[key, value]`
-/// pairs: one statement per lookup or page, not one plus one for the tags.
-const DEVICE_COLUMNS: &str = "d.seq, d.id, d.hardware, d.version, d.status, d.created_at, \
-     d.first_seen, d.last_seen, \
-     (SELECT json_group_array(json_array(t.key, t.value)) FROM device_tags t \
-      WHERE t.device_seq = d.seq) AS tags";
+const DEVICE_COLUMNS: &str = Dialect::Sqlite.device_columns();
 
 /// A column by name, from either driver's row: sqlx for the async pool,
 /// rusqlite for point reads. One decoder per record type serves both.
-trait Columns {
+pub(crate) trait Columns {
     fn text(&self, column: &str) -> Result<String>;
     fn opt_text(&self, column: &str) -> Result<Option<String>>;
     fn int(&self, column: &str) -> Result<i64>;
@@ -165,7 +161,7 @@ impl Columns for rusqlite::Row<'_> {
     }
 }
 
-fn device_from_row(row: &impl Columns) -> Result<Device> {
+pub(crate) fn device_from_row(row: &impl Columns) -> Result<Device> {
     let id = row.text("id")?;
     let tags = tags_from_json(&row.text("tags")?)?;
     let status = row.text("status")?;
@@ -230,7 +226,7 @@ fn tags_from_json(json: &str) -> Result<BTreeMap<TagKey, TagValue>> {
         .collect()
 }
 
-fn token_from_row(row: &impl Columns) -> Result<TokenRecord> {
+pub(crate) fn token_from_row(row: &impl Columns) -> Result<TokenRecord> {
     let role = row.text("role")?;
     let hash = row.blob("secret_hash")?;
     Ok(TokenRecord {
@@ -495,60 +491,30 @@ impl Store for SqliteStore {
         after: Option<&DeviceId>,
         limit: u32,
     ) -> Result<Vec<Device>> {
-        fn build(
-            sink: &mut impl SqlSink,
-            query: Option<&Expr>,
-            after: Option<&DeviceId>,
-            limit: u32,
-        ) {
-            sink.push(&format!(
-                "SELECT {DEVICE_COLUMNS} FROM devices d WHERE 1 = 1"
-            ));
-            if let Some(expr) = query {
-                sink.push(" AND ");
-                push_predicate(sink, expr, TagForm::for_query(expr));
-            }
-            if let Some(after) = after {
-                sink.push(" AND d.id > ");
-                sink.push_bind(after.as_str().to_owned());
-            }
-            // A number we format ourselves: nothing to inject.
-            sink.push(&format!(
-                " ORDER BY d.id LIMIT {}",
-                limit.min(crate::MAX_PAGE)
-            ));
-        }
         if let Some(reader) = &self.point_reader {
-            let mut sql = PlainSql::default();
-            build(&mut sql, query, after, limit);
+            let mut sql = PlainSql::new(Dialect::Sqlite);
+            device_page_sql(&mut sql, Dialect::Sqlite, query, after, limit);
             return reader
                 .scan(move |conn| all_rows(conn, &sql, |row| device_from_row(row)))
                 .await?;
         }
         let mut qb = QueryBuilder::<Sqlite>::new("");
-        build(&mut qb, query, after, limit);
+        device_page_sql(&mut qb, Dialect::Sqlite, query, after, limit);
         let rows = qb.build().fetch_all(&self.pool).await?;
         Self::devices_from_rows(rows)
     }
 
     async fn count_devices(&self, query: Option<&Expr>) -> Result<u64> {
-        fn build(sink: &mut impl SqlSink, query: Option<&Expr>) {
-            sink.push("SELECT count(*) AS n FROM devices d");
-            if let Some(expr) = query {
-                sink.push(" WHERE ");
-                push_predicate(sink, expr, TagForm::for_query(expr));
-            }
-        }
         let count: i64 = if let Some(reader) = &self.point_reader {
-            let mut sql = PlainSql::default();
-            build(&mut sql, query);
+            let mut sql = PlainSql::new(Dialect::Sqlite);
+            device_count_sql(&mut sql, query);
             let counts = reader
                 .scan(move |conn| all_rows(conn, &sql, |row| row.int("n")))
                 .await??;
             counts.into_iter().next().unwrap_or(0)
         } else {
             let mut qb = QueryBuilder::<Sqlite>::new("");
-            build(&mut qb, query);
+            device_count_sql(&mut qb, query);
             qb.build_query_scalar().fetch_one(&self.pool).await?
         };
         Ok(u64::try_from(count).unwrap_or(0))

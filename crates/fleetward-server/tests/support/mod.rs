@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use fleetward_core::Role;
 use fleetward_server::{RunningServer, ServerConfig};
-use fleetward_store::{SqliteStore, Store};
+use fleetward_store::Store;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 pub struct TestServer {
     pub dir: tempfile::TempDir,
+    /// SQLite in `dir` unless started with [`TestServer::start_on`].
+    pub database_url: String,
     pub server: Option<RunningServer>,
     pub base: String,
     pub admin: String,
@@ -45,13 +47,42 @@ impl TestServer {
     pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = ServerConfig::default_database_url(dir.path());
+        Self::start_in(dir, url, adjust).await
+    }
+
+    /// A server on another database (a `postgres://` URL), initialised.
+    pub async fn start_on(database_url: String) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), database_url, |_| {}).await
+    }
+
+    /// Another replica: a second server on this one's database and data
+    /// dir (keys, artifacts), as replicas behind a load balancer share them.
+    pub async fn replica(&self) -> RunningServer {
+        let config = ServerConfig {
+            data_dir: self.dir.path().to_owned(),
+            database_url: self.database_url.clone(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            device_listen: "127.0.0.1:0".parse().unwrap(),
+            max_body_bytes: ServerConfig::DEFAULT_MAX_BODY_BYTES,
+            identity: Default::default(),
+            releases: Default::default(),
+            monitor: Default::default(),
+        };
+        fleetward_server::start(config).await.unwrap()
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        url: String,
+        adjust: impl FnOnce(&mut ServerConfig),
+    ) -> Self {
         let init =
             fleetward_server::init::initialize(dir.path(), &url, time::OffsetDateTime::now_utc())
                 .await
                 .unwrap();
         let mut config = ServerConfig {
             data_dir: dir.path().to_owned(),
-            database_url: url,
+            database_url: url.clone(),
             listen: "127.0.0.1:0".parse().unwrap(),
             device_listen: "127.0.0.1:0".parse().unwrap(),
             max_body_bytes: ServerConfig::DEFAULT_MAX_BODY_BYTES,
@@ -60,10 +91,12 @@ impl TestServer {
             monitor: Default::default(),
         };
         adjust(&mut config);
+        let url = config.database_url.clone();
         let server = fleetward_server::start(config).await.unwrap();
         let base = format!("http://{}", server.addrs.operator);
         TestServer {
             dir,
+            database_url: url,
             server: Some(server),
             base,
             admin: init.admin_token,
@@ -74,8 +107,7 @@ impl TestServer {
     /// A second handle on the same database, for checking what was stored
     /// and for planting records the API cannot make (an expired token).
     pub async fn store(&self) -> Arc<dyn Store> {
-        let url = ServerConfig::default_database_url(self.dir.path());
-        Arc::new(SqliteStore::open(&url).await.unwrap())
+        fleetward_store::open(&self.database_url).await.unwrap()
     }
 
     pub async fn call(

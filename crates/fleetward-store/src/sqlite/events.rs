@@ -10,11 +10,10 @@ use sqlx::{Sqlite, Transaction};
 use super::{Columns, SqliteStore, all_rows, insert_audit};
 use crate::events::{EventFilter, EventLog};
 use crate::point_read::PointReader;
-use crate::query_sql::{PlainSql, SqlSink};
+use crate::query_sql::{PlainSql, SqlSink, events_page_sql};
 use crate::{AuditEntry, Result, StoreError};
 
-const ENTRY_COLUMNS: &str = "seq, kind, severity, device, source, server_time, device_time, \
-     message, detail, prev_hash, hash";
+use crate::query_sql::ENTRY_COLUMNS;
 
 /// Appends to the chain inside a write transaction: reads the head, links
 /// each event to the one before, moves the head.
@@ -60,22 +59,22 @@ pub(crate) async fn append_in(
     Ok(entries)
 }
 
-fn to_seq(seq: i64) -> Result<u64> {
+pub(crate) fn to_seq(seq: i64) -> Result<u64> {
     u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("negative sequence number {seq}")))
 }
 
-fn from_seq(seq: u64) -> Result<i64> {
+pub(crate) fn from_seq(seq: u64) -> Result<i64> {
     i64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("sequence number {seq} too large")))
 }
 
-fn to_hash(bytes: &[u8]) -> Result<Hash> {
+pub(crate) fn to_hash(bytes: &[u8]) -> Result<Hash> {
     let array: [u8; 32] = bytes
         .try_into()
         .map_err(|_| StoreError::Corrupt("a chain hash is not 32 bytes".into()))?;
     Ok(Hash(array))
 }
 
-fn entry_from_row(row: &impl Columns) -> Result<Entry> {
+pub(crate) fn entry_from_row(row: &impl Columns) -> Result<Entry> {
     let seq = to_seq(row.int("seq")?)?;
     let corrupt = |what: String| StoreError::Corrupt(format!("security event {seq}: {what}"));
     let kind = row.text("kind")?;
@@ -103,7 +102,7 @@ fn entry_from_row(row: &impl Columns) -> Result<Entry> {
     })
 }
 
-fn checkpoint_from_row(row: &impl Columns) -> Result<Checkpoint> {
+pub(crate) fn checkpoint_from_row(row: &impl Columns) -> Result<Checkpoint> {
     let signature: [u8; 64] = row
         .blob("signature")?
         .try_into()
@@ -147,49 +146,7 @@ impl EventLog for SqliteStore {
         limit: u32,
     ) -> Result<Vec<Entry>> {
         let mut sql = PlainSql::default();
-        sql.push(&format!(
-            "SELECT {ENTRY_COLUMNS} FROM security_events WHERE seq > "
-        ));
-        sql.push(&after.unwrap_or(0).to_string());
-        if !filter.kinds.is_empty() {
-            sql.push(" AND kind IN (");
-            for (n, kind) in filter.kinds.iter().enumerate() {
-                if n > 0 {
-                    sql.push(", ");
-                }
-                sql.push_bind(kind.as_str().to_owned());
-            }
-            sql.push(")");
-        }
-        if let Some(min) = filter.min_severity {
-            let allowed: Vec<&str> = Severity::ALL
-                .iter()
-                .filter(|s| **s >= min)
-                .map(|s| s.as_str())
-                .collect();
-            sql.push(" AND severity IN (");
-            for (n, severity) in allowed.iter().enumerate() {
-                if n > 0 {
-                    sql.push(", ");
-                }
-                sql.push_bind((*severity).to_owned());
-            }
-            sql.push(")");
-        }
-        if let Some(device) = &filter.device {
-            sql.push(" AND device = ");
-            sql.push_bind(device.as_str().to_owned());
-        }
-        if let Some(since) = filter.since_ms {
-            sql.push(&format!(" AND server_time >= {since}"));
-        }
-        if let Some(until) = filter.until_ms {
-            sql.push(&format!(" AND server_time < {until}"));
-        }
-        sql.push(&format!(
-            " ORDER BY seq LIMIT {}",
-            limit.min(crate::MAX_PAGE)
-        ));
+        events_page_sql(&mut sql, filter, after, limit);
         self.reader()?
             .scan(move |conn| all_rows(conn, &sql, |row| entry_from_row(row)))
             .await?

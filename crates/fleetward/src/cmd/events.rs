@@ -50,6 +50,10 @@ pub enum EventsCommand {
         /// The checkpoints file saved with the export.
         #[arg(long)]
         checkpoints: Option<PathBuf>,
+        /// The database to read, as `fleetward server --database-url`
+        /// (e.g. postgres://…); default: SQLite in the data dir.
+        #[arg(long, env = "FLEETWARD_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
 }
 
@@ -99,8 +103,18 @@ pub enum ExportFormat {
 
 pub async fn run(cli: &Cli, command: &EventsCommand) -> anyhow::Result<ExitCode> {
     match command {
-        EventsCommand::Verify { from, checkpoints } => {
-            verify(cli, from.as_deref(), checkpoints.as_deref()).await
+        EventsCommand::Verify {
+            from,
+            checkpoints,
+            database_url,
+        } => {
+            verify(
+                cli,
+                from.as_deref(),
+                checkpoints.as_deref(),
+                database_url.as_deref(),
+            )
+            .await
         }
         other => {
             let client = crate::cmd::api_client(cli)?;
@@ -211,6 +225,7 @@ async fn verify(
     cli: &Cli,
     from: Option<&Path>,
     checkpoints: Option<&Path>,
+    database_url: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let verification = match (from, checkpoints) {
         (Some(from), Some(checkpoints)) => verify_export(from, checkpoints)?,
@@ -223,10 +238,16 @@ async fn verify(
                     data_dir.display()
                 );
             }
-            let url = fleetward_server::ServerConfig::default_database_url(&data_dir);
-            let store = fleetward_store::open(&url)
-                .await
-                .with_context(|| format!("opening the database in {}", data_dir.display()))?;
+            let url = database_url.map_or_else(
+                || fleetward_server::ServerConfig::default_database_url(&data_dir),
+                str::to_owned,
+            );
+            let store = fleetward_store::open(&url).await.with_context(|| {
+                format!(
+                    "opening the database {}",
+                    fleetward_server::redact_url(&url)
+                )
+            })?;
             let signer = read_key(&data_dir)?;
             let result =
                 fleetward_server::events::verify_store(&*store, &signer.verifying_key()).await;
