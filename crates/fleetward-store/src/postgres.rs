@@ -64,6 +64,9 @@ pub const MAX_MAX_CONNECTIONS: u32 = 1000;
 
 const DEVICE_COLUMNS: &str = Dialect::Postgres.device_columns();
 
+/// How long a readiness ping waits for the database.
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
+
 #[derive(Debug)]
 pub struct PostgresStore {
     pub(crate) pool: PgPool,
@@ -223,7 +226,11 @@ pub(crate) fn tag_rows(
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        // Readiness must answer quickly when the database is gone, not after
+        // the pool's whole acquire timeout.
+        tokio::time::timeout(PING_TIMEOUT, sqlx::query("SELECT 1").execute(&self.pool))
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))??;
         Ok(())
     }
 
