@@ -244,6 +244,34 @@ expires = 2999-12-31
             .any(|i| i == "PYSEC-2020-96")
     );
 
+    // An unreadable SBOM is refused when the release is created: nothing stored.
+    let image = upload(&server, b"firmware 3.0.0").await;
+    let bad = upload(
+        &server,
+        b"{\"bomFormat\": \"CycloneDX\", \"specVersion\": \"9.9\"}",
+    )
+    .await;
+    let refused = server
+        .post(
+            &server.admin,
+            "/api/v1/releases",
+            json!({"version": "3.0.0", "hardware": "rev2", "artifact_sha256": image,
+                   "sbom_sha256": bad, "file_name": "fw.img"}),
+        )
+        .await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_sbom")
+    );
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("9.9")
+    );
+    let missing = server.get(&server.admin, "/api/v1/releases/3.0.0").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
     // A release without an SBOM has nothing to scan.
     signed_release(&server, "2.1.0", None).await;
     assert_eq!(publish(&server, "2.1.0").await.status, StatusCode::OK);

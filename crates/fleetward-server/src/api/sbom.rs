@@ -35,17 +35,18 @@ pub async fn release_vulnerabilities(
         let query = fleetward_core::query::parse(&format!("version = {:?}", record.version))
             .map_err(|e| ApiError::unprocessable("invalid_query", e.to_string()))?;
         let devices = state.store.count_devices(Some(&query)).await?;
-        let scanned = match read_sbom(releases, &state, &sha).await {
-            Ok(bytes) => {
-                let dir = data_dir.clone();
-                tokio::task::spawn_blocking(move || {
-                    SbomGate::scan(&dir, &bytes, OffsetDateTime::now_utc())
-                })
-                .await
-                .map_err(|_| ApiError::internal())?
-            }
-            Err(e) => Err(e),
-        };
+        let scanned =
+            match crate::sbom_gate::read_sbom(&releases.artifacts, &*state.store, &sha).await {
+                Ok(bytes) => {
+                    let dir = data_dir.clone();
+                    tokio::task::spawn_blocking(move || {
+                        SbomGate::scan(&dir, &bytes, OffsetDateTime::now_utc())
+                    })
+                    .await
+                    .map_err(|_| ApiError::internal())?
+                }
+                Err(e) => Err(e),
+            };
         let (verdict, error, failing) = match scanned {
             Ok(report) => {
                 let failing = report
@@ -84,33 +85,4 @@ pub async fn release_vulnerabilities(
         advisories_imported_at: imported_at,
         releases: out,
     }))
-}
-
-async fn read_sbom(
-    releases: &crate::repo::Releases,
-    state: &AppState,
-    sha: &str,
-) -> Result<Vec<u8>, String> {
-    let limit = fleetward_sca::sbom::Limits::default().max_bytes;
-    let record = state
-        .store
-        .artifact(sha)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("the SBOM artifact is not stored")?;
-    if record.length > limit as u64 {
-        return Err(format!(
-            "the SBOM is {} bytes, more than {limit}",
-            record.length
-        ));
-    }
-    let download = releases
-        .artifacts
-        .download(sha, 0..record.length)
-        .await
-        .map_err(|e| e.to_string())?;
-    axum::body::to_bytes(download.body, limit)
-        .await
-        .map(|b| b.to_vec())
-        .map_err(|e| e.to_string())
 }
