@@ -218,8 +218,10 @@ fn from_public_registry(c: &Component, sources: CargoSources) -> bool {
         return true;
     };
     if purl.ty != "cargo" {
-        return !purl.qualifiers.contains_key("download_url")
-            || !purl.qualifiers["download_url"].starts_with("file:");
+        return !purl
+            .qualifiers
+            .get("download_url")
+            .is_some_and(|u| u.starts_with("file:"));
     }
     match (&c.cargo_source, sources) {
         (Some(s), _) if s == CRATES_IO_GIT => true,

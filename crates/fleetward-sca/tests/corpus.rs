@@ -119,3 +119,63 @@ fn cargo_lock_findings_equal_cargo_audit() {
     assert_eq!(checked, 26, "13 lock files, two target settings each");
     eprintln!("{checked} lock-file scans agree with cargo-audit on {total} findings");
 }
+
+fn cdx_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            cdx_files(&path, out);
+        } else if path.to_string_lossy().ends_with(".cdx.json") {
+            out.push(path);
+        }
+    }
+}
+
+/// The cargo-cyclonedx SBOMs of the same projects give cargo-audit's rows
+/// for the crates they list (`expected-findings.sbom.tsv`); path members
+/// (`download_url=file://…`) are not matched against crates.io advisories.
+#[test]
+fn cargo_cyclonedx_sboms_equal_cargo_audit_rows() {
+    let Some(data) = shared() else { return };
+    let mut db = load_rustsec(&data.join("advisories/rustsec-advisory-db"));
+    let now = time::macros::datetime!(2026-08-22 00:00 UTC);
+    let policy = Policy::parse("").unwrap();
+    let mut projects = 0;
+    let mut total = 0;
+    for group in ["cargo-real", "cargo-synthetic"] {
+        for entry in std::fs::read_dir(data.join("sbom-corpus").join(group)).unwrap() {
+            let dir = entry.unwrap().path();
+            let tsv = dir.join("expected-findings.sbom.tsv");
+            if !tsv.is_file() {
+                continue;
+            }
+            let mut files = Vec::new();
+            cdx_files(&dir, &mut files);
+            assert!(!files.is_empty(), "{}", dir.display());
+            let mut got = BTreeSet::new();
+            for file in files {
+                let sbom = sbom::parse(&std::fs::read(&file).unwrap(), &Limits::default())
+                    .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                let report = scan::scan(&sbom, &mut db, Some(now), &policy, now).unwrap();
+                for f in &report.findings {
+                    if let scan::FindingKind::Vulnerability { ids, .. } = &f.kind {
+                        let c = f.component.as_ref().unwrap();
+                        for id in ids {
+                            got.insert((
+                                id.clone(),
+                                c.name.clone(),
+                                c.version.clone().unwrap_or_default(),
+                            ));
+                        }
+                    }
+                }
+            }
+            let want = expected(&tsv);
+            assert_eq!(got, want, "{}", dir.display());
+            projects += 1;
+            total += want.len();
+        }
+    }
+    assert_eq!(projects, 10);
+    eprintln!("{projects} projects' SBOMs agree with cargo-audit on {total} findings");
+}

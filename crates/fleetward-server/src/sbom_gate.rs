@@ -77,6 +77,48 @@ pub fn summarise(report: &Report) -> String {
     )
 }
 
+/// Reads the stored SBOM `sha` (bounded by the parser's size limit).
+pub async fn read_sbom(
+    artifacts: &ArtifactStore,
+    store: &dyn Store,
+    sha: &str,
+) -> Result<Vec<u8>, String> {
+    let limit = Limits::default().max_bytes;
+    let record = store
+        .artifact(sha)
+        .await
+        .map_err(|e| format!("reading the SBOM record: {e}"))?
+        .ok_or_else(|| format!("the SBOM artifact {sha} is not stored"))?;
+    if record.length > limit as u64 {
+        return Err(format!(
+            "the SBOM is {} bytes, more than {limit}",
+            record.length
+        ));
+    }
+    let download = artifacts
+        .download(sha, 0..record.length)
+        .await
+        .map_err(|e| format!("reading the SBOM: {e}"))?;
+    axum::body::to_bytes(download.body, limit)
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|e| format!("reading the SBOM: {e}"))
+}
+
+/// Whether the stored SBOM `sha` parses (CycloneDX, SPDX, Cargo.lock);
+/// the error names the position.
+pub async fn check_readable(
+    releases: &crate::repo::Releases,
+    store: &dyn Store,
+    sha: &str,
+) -> Result<(), String> {
+    let bytes = read_sbom(&releases.artifacts, store, sha).await?;
+    tokio::task::spawn_blocking(move || sbom::parse(&bytes, &Limits::default()).map(|_| ()))
+        .await
+        .map_err(|e| format!("reading the SBOM: {e}"))?
+        .map_err(|e| format!("the SBOM is not readable: {e}"))
+}
+
 #[async_trait::async_trait]
 impl PublishGate for SbomGate {
     fn name(&self) -> &'static str {
@@ -87,24 +129,7 @@ impl PublishGate for SbomGate {
         let Some(sha) = &release.sbom_sha256 else {
             return Ok(());
         };
-        let limit = Limits::default().max_bytes;
-        let record = store
-            .artifact(sha)
-            .await
-            .map_err(|e| format!("reading the SBOM record: {e}"))?
-            .ok_or_else(|| format!("the SBOM artifact {sha} is not stored"))?;
-        let length = record.length;
-        if length > limit as u64 {
-            return Err(format!("the SBOM is {length} bytes, more than {limit}"));
-        }
-        let download = self
-            .artifacts
-            .download(sha, 0..length)
-            .await
-            .map_err(|e| format!("reading the SBOM: {e}"))?;
-        let bytes = axum::body::to_bytes(download.body, limit)
-            .await
-            .map_err(|e| format!("reading the SBOM: {e}"))?;
+        let bytes = read_sbom(&self.artifacts, store, sha).await?;
         let data_dir = self.data_dir.clone();
         let report = tokio::task::spawn_blocking(move || {
             SbomGate::scan(&data_dir, &bytes, OffsetDateTime::now_utc())

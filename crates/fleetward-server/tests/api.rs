@@ -247,6 +247,13 @@ fn route_table() -> Vec<Route> {
         ),
         route(
             Method::GET,
+            "/api/v1/sbom/vulnerabilities",
+            "/api/v1/sbom/vulnerabilities",
+            None,
+            Some(P::ReleaseRead),
+        ),
+        route(
+            Method::GET,
             "/api/v1/releases/{version}",
             "/api/v1/releases/0.0.0",
             None,

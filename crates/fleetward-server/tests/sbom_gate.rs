@@ -208,6 +208,70 @@ expires = 2999-12-31
     assert_eq!(published.status, StatusCode::OK, "{:?}", published.body);
     assert_eq!(published.body["state"], "published");
 
+    // Devices run it; a stricter policy later (or a new advisory import)
+    // shows it as vulnerable, with the device count.
+    server.register("dev-1", "rev2", Some("2.0.0"), &[]).await;
+    server.register("dev-2", "rev2", Some("2.0.0"), &[]).await;
+    let clean = server
+        .get(&server.admin, "/api/v1/sbom/vulnerabilities")
+        .await;
+    assert_eq!(clean.status, StatusCode::OK, "{:?}", clean.body);
+    assert_eq!(
+        clean.body["releases"][0]["verdict"], "pass",
+        "{:?}",
+        clean.body
+    );
+    std::fs::write(&policy, "[licenses]\ndeny = []\ninvalid = \"warn\"\n").unwrap();
+    let vulns = server
+        .get(&server.admin, "/api/v1/sbom/vulnerabilities")
+        .await;
+    let release = &vulns.body["releases"][0];
+    assert_eq!(
+        (
+            release["version"].as_str(),
+            release["verdict"].as_str(),
+            release["devices"].as_u64()
+        ),
+        (Some("2.0.0"), Some("fail"), Some(2)),
+        "{:?}",
+        vulns.body
+    );
+    assert!(
+        release["failing"][0]["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i == "PYSEC-2020-96")
+    );
+
+    // An unreadable SBOM is refused when the release is created: nothing stored.
+    let image = upload(&server, b"firmware 3.0.0").await;
+    let bad = upload(
+        &server,
+        b"{\"bomFormat\": \"CycloneDX\", \"specVersion\": \"9.9\"}",
+    )
+    .await;
+    let refused = server
+        .post(
+            &server.admin,
+            "/api/v1/releases",
+            json!({"version": "3.0.0", "hardware": "rev2", "artifact_sha256": image,
+                   "sbom_sha256": bad, "file_name": "fw.img"}),
+        )
+        .await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_sbom")
+    );
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("9.9")
+    );
+    let missing = server.get(&server.admin, "/api/v1/releases/3.0.0").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
     // A release without an SBOM has nothing to scan.
     signed_release(&server, "2.1.0", None).await;
     assert_eq!(publish(&server, "2.1.0").await.status, StatusCode::OK);

@@ -10,6 +10,7 @@ pub mod events;
 pub mod identity;
 pub mod meta;
 pub mod releases;
+pub mod sbom;
 pub mod security;
 pub mod settings;
 pub mod tokens;
@@ -76,6 +77,7 @@ pub fn operator_api() -> OpenApiRouter<AppState> {
         .routes(routes!(releases::online_keys))
         .routes(routes!(releases::repository_status))
         .routes(routes!(releases::upload_root))
+        .routes(routes!(sbom::release_vulnerabilities))
         .merge(identity_routes())
 }
 

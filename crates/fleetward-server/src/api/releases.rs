@@ -344,6 +344,12 @@ pub async fn create_release(
             ));
         }
     }
+    if let Some(sha) = &request.sbom_sha256 {
+        // Read at creation: an SBOM the gate could never scan is refused now.
+        crate::sbom_gate::check_readable(releases(&state)?, &*state.store, sha)
+            .await
+            .map_err(|m| ApiError::unprocessable("invalid_sbom", m))?;
+    }
     let now = state.now();
     let record = ReleaseRecord {
         version: request.version.clone(),

@@ -42,6 +42,13 @@ pub enum ReleaseCommand {
     },
     /// List releases.
     List,
+    /// Releases whose SBOM fails the policy against the server's current
+    /// advisories (e.g. after a new import), with the devices running each.
+    Vulns {
+        /// Also list releases that pass.
+        #[arg(long)]
+        all: bool,
+    },
     /// Show one release.
     Show { version: String },
     /// Sign the targets metadata listing this release with the offline
@@ -331,6 +338,41 @@ pub async fn run(
                 println!(
                     "Next: `fleetward release sign {} --keys KEYDIR` on the signing machine.",
                     release.version
+                );
+            }
+        }
+        ReleaseCommand::Vulns { all } => {
+            let vulns: fleetward_wire::sca::ReleaseVulns =
+                client.get("/api/v1/sbom/vulnerabilities", &[]).await?;
+            if json {
+                output::json(&vulns)?;
+            } else {
+                let rows: Vec<Vec<String>> = vulns
+                    .releases
+                    .iter()
+                    .filter(|r| *all || r.verdict != "pass")
+                    .map(|r| {
+                        let mut ids: Vec<String> =
+                            r.failing.iter().flat_map(|f| f.ids.clone()).collect();
+                        ids.sort();
+                        ids.dedup();
+                        let detail = match &r.error {
+                            Some(e) => e.clone(),
+                            None => format!("{} failing: {}", r.failing.len(), ids.join(",")),
+                        };
+                        vec![
+                            r.version.clone(),
+                            r.state.clone(),
+                            r.verdict.clone(),
+                            r.devices.to_string(),
+                            detail,
+                        ]
+                    })
+                    .collect();
+                output::table(&["VERSION", "STATE", "VERDICT", "DEVICES", "DETAIL"], &rows);
+                println!(
+                    "advisories imported: {}",
+                    vulns.advisories_imported_at.as_deref().unwrap_or("never")
                 );
             }
         }
