@@ -100,9 +100,10 @@ timed_with_rss() {
     echo "$(python3 -c "print($end - $start)") $((peak - before))"
 }
 
+# -T streams the file (--data-binary would read all of it into memory first).
 up_fleetward() {
     curl -fsS -o /dev/null -H "authorization: Bearer $TOKEN" -H "x-fleetward-sha256: $SHA256" \
-        -H 'content-type: application/octet-stream' --data-binary "@$IMAGE" "http://$OPERATOR/api/v1/artifacts"
+        -H 'content-type: application/octet-stream' -X POST -T "$IMAGE" "http://$OPERATOR/api/v1/artifacts"
 }
 down_fleetward() {
     curl -fsS -o /dev/null -H "authorization: Bearer $TOKEN" "http://$OPERATOR/api/v1/artifacts/$SHA256"
