@@ -17,6 +17,7 @@ pub mod init;
 pub mod metrics;
 pub mod monitor;
 pub mod repo;
+pub mod rollout;
 pub mod tuf_http;
 
 use std::net::SocketAddr;
@@ -47,6 +48,8 @@ pub struct ServerConfig {
     pub releases: repo::ReleaseConfig,
     /// Detection settings, alert sinks, automatic quarantine.
     pub monitor: monitor::MonitorConfig,
+    /// How often the rollout engine ticks (`rollout::DEFAULT_TICK`).
+    pub rollout_tick: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -262,14 +265,20 @@ pub async fn start_with_store(
     );
     let deadlines =
         identity::deadline_task(store.clone(), state.identity.clone(), shutdown.subscribe());
+    let rollouts = rollout::engine_task(
+        store.clone(),
+        state.config.rollout_tick,
+        shutdown.subscribe(),
+    );
     let task = tokio::spawn(async move {
-        let (operator, device, (), (), (), ()) = tokio::join!(
+        let (operator, device, (), (), (), (), ()) = tokio::join!(
             operator.into_future(),
             device,
             checkpoints,
             retention,
             responder,
-            deadlines
+            deadlines,
+            rollouts
         );
         let _ = refresher.await;
         store.close().await;

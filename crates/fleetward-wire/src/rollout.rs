@@ -191,3 +191,25 @@ pub struct TransitionList {
     pub execution_id: String,
     pub items: Vec<Transition>,
 }
+
+/// Filters of `GET /api/v1/rollouts/{id}/executions`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ExecutionListParams {
+    /// Only executions in this state (`queued`, `failed`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Only this phase (0-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<u32>,
+    /// Only this device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// The `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    /// Page size, 1 to 1000 (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
