@@ -214,6 +214,7 @@ async fn queue_in(
     let rows = qb.build().fetch_all(&mut **tx).await?;
     let mut outcome = QueueOutcome::default();
     let now = to_millis(at);
+    let mut chosen: Vec<(String, u32)> = Vec::with_capacity(rows.len());
     for row in rows {
         let id: String = row.try_get("id")?;
         if row.try_get::<bool, _>("busy")? {
@@ -221,34 +222,41 @@ async fn queue_in(
             continue;
         }
         let device = DeviceId::parse(&id).map_err(corrupt)?;
-        let Some(phase) = phase(&device) else {
-            continue;
-        };
-        let done = sqlx::query(
-            "INSERT OR IGNORE INTO rollout_executions (rollout_seq, device_id, phase, attempt, state, updated_at)
-             VALUES (?, ?, ?, 1, 'queued', ?)",
-        )
-        .bind(rollout_seq)
-        .bind(&id)
-        .bind(i64::from(phase))
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-        if done.rows_affected() == 1 {
-            record_transition(
-                tx,
-                done.last_insert_rowid(),
-                1,
-                at,
-                None,
-                &ExecutionState::Queued,
-                "server",
-                None,
-            )
-            .await?;
-            outcome.queued += 1;
+        if let Some(phase) = phase(&device) {
+            chosen.push((id, phase));
         }
     }
+    let before: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM rollout_executions")
+        .fetch_one(&mut **tx)
+        .await?;
+    // Many rows per statement: a million devices are a thousand statements,
+    // not a million round trips.
+    for chunk in chosen.chunks(1000) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT OR IGNORE INTO rollout_executions (rollout_seq, device_id, phase, attempt, state, updated_at) ",
+        );
+        insert.push_values(chunk, |mut row, (id, phase)| {
+            row.push_bind(rollout_seq)
+                .push_bind(id.as_str())
+                .push_bind(i64::from(*phase))
+                .push_bind(1_i64)
+                .push_bind("queued")
+                .push_bind(now);
+        });
+        let done = insert.build().execute(&mut **tx).await?;
+        outcome.queued += done.rows_affected();
+    }
+    // Their first transition, all at once.
+    sqlx::query(
+        "INSERT INTO execution_transitions (execution_seq, attempt, at, from_state, to_state, actor)
+         SELECT seq, 1, ?, NULL, 'queued', 'server' FROM rollout_executions
+         WHERE rollout_seq = ? AND seq > ?",
+    )
+    .bind(now)
+    .bind(rollout_seq)
+    .bind(before)
+    .execute(&mut **tx)
+    .await?;
     Ok(outcome)
 }
 
