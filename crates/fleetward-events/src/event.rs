@@ -126,6 +126,8 @@ impl EventKind {
             "operator.auth_failed" => EventKind::OperatorAuthFailed,
             "release.publish" => EventKind::ReleasePublished,
             "release.revoke" => EventKind::ReleaseRevoked,
+            "rollout.auto_pause" => EventKind::RolloutPaused,
+            "execution.impossible_transition" => EventKind::ImpossibleTransition,
             _ => EventKind::OperatorAction,
         }
     }

@@ -10,6 +10,7 @@ pub mod events;
 pub mod identity;
 pub mod operator;
 pub mod release;
+pub mod rollout;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -10,6 +10,7 @@ pub mod events;
 pub mod identity;
 pub mod meta;
 pub mod releases;
+pub mod rollouts;
 pub mod security;
 pub mod settings;
 pub mod tokens;
@@ -77,6 +78,19 @@ pub fn operator_api() -> OpenApiRouter<AppState> {
         .routes(routes!(releases::repository_status))
         .routes(routes!(releases::upload_root))
         .merge(identity_routes())
+        .merge(rollout_routes())
+}
+
+/// Rollouts and their executions.
+fn rollout_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(rollouts::create_rollout, rollouts::list_rollouts))
+        .routes(routes!(rollouts::get_rollout))
+        .routes(routes!(rollouts::pause_rollout))
+        .routes(routes!(rollouts::resume_rollout))
+        .routes(routes!(rollouts::abort_rollout))
+        .routes(routes!(rollouts::list_executions))
+        .routes(routes!(rollouts::execution_history))
 }
 
 /// Device identity management (enrolment tokens, allow-list, revocation).

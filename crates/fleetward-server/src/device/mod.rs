@@ -165,6 +165,7 @@ pub fn device_api() -> OpenApiRouter<AppState> {
         .routes(routes!(device_self))
         .routes(routes!(crl))
         .routes(routes!(ca_certificate))
+        .routes(routes!(crate::rollout::report_execution))
 }
 
 /// `GET /device/v1/openapi.json`.

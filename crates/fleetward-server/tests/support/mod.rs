@@ -89,6 +89,8 @@ impl TestServer {
             identity: Default::default(),
             releases: Default::default(),
             monitor: Default::default(),
+            // Fast, so tests wait for the rollout engine briefly.
+            rollout_tick: std::time::Duration::from_millis(50),
         };
         adjust(&mut config);
         let url = config.database_url.clone();
@@ -274,6 +276,46 @@ impl TestServer {
             key_pem,
             client,
         }
+    }
+
+    /// Rolls `release` out to the devices `target` selects, all at once,
+    /// and waits until the engine has let every one of them go out: the
+    /// director names the release to each on its next poll.
+    pub async fn offer_release(&self, release: &str, target: &str) -> String {
+        let created = self
+            .post(
+                &self.admin,
+                "/api/v1/rollouts",
+                serde_json::json!({ "release": release, "target": target, "soak": "0" }),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+        let id = created.body["rollout"]["id"].as_str().unwrap().to_owned();
+        let queued = created.body["queued"].as_u64().unwrap();
+        self.wait_for_rollout(&id, |r| {
+            r["totals"]["released"].as_u64().unwrap() + r["totals"]["in_progress"].as_u64().unwrap()
+                >= queued
+        })
+        .await;
+        id
+    }
+
+    /// Polls a rollout until `done` holds (the engine ticks every 50 ms
+    /// here); gives up after a generous bound so a bug fails, not hangs.
+    pub async fn wait_for_rollout(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..400 {
+            let answer = self
+                .get(&self.admin, &format!("/api/v1/rollouts/{id}"))
+                .await;
+            assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+            if done(&answer.body) {
+                return answer.body;
+            }
+            last = answer.body;
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("rollout {id} never got there: {last:#}");
     }
 
     pub fn device_base(&self) -> String {

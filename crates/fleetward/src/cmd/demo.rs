@@ -85,6 +85,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         identity: Default::default(),
         releases: Default::default(),
         monitor: Default::default(),
+        rollout_tick: fleetward_server::rollout::DEFAULT_TICK,
     };
     let server = fleetward_server::start(config).await?;
     let base = format!("http://{}", server.addrs.operator);

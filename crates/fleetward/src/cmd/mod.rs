@@ -9,6 +9,7 @@ pub mod identity;
 pub mod keys;
 pub mod monitor_config;
 pub mod release;
+pub mod rollout;
 pub mod scan;
 pub mod server;
 pub mod settings;
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Device(command) => device::run(&api_client(&cli)?, cli.json, command).await,
         Command::Keys(command) => keys::run(api_client(&cli).ok(), cli.json, command).await,
         Command::Release(command) => release::run(&api_client(&cli)?, cli.json, command).await,
+        Command::Rollout(command) => rollout::run(&api_client(&cli)?, cli.json, command).await,
         Command::Token(command) => token::run(&api_client(&cli)?, cli.json, command).await,
         Command::EnrollToken(command) => {
             identity::run_enroll_token(&api_client(&cli)?, cli.json, command).await
