@@ -14,6 +14,7 @@ mod identity;
 mod model;
 mod point_read;
 mod query_sql;
+pub mod reports;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -23,6 +24,7 @@ use time::OffsetDateTime;
 pub use events::{EventFilter, EventLog};
 pub use identity::*;
 pub use model::*;
+pub use reports::{DeviceErrorRecord, DeviceReports, ReportStore, TelemetryRecord};
 pub use sqlite::SqliteStore;
 /// Re-exported so adapters above the store can classify failures.
 pub use sqlx::Error as SqlxError;
@@ -65,7 +67,7 @@ pub struct PoolStats {
 }
 
 #[async_trait]
-pub trait Store: EventLog + IdentityStore + Send + Sync + std::fmt::Debug {
+pub trait Store: EventLog + IdentityStore + ReportStore + Send + Sync + std::fmt::Debug {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<()>;
     fn pool_stats(&self) -> PoolStats;

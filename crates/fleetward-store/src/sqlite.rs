@@ -24,6 +24,7 @@ use tokio::sync::Mutex;
 mod events;
 mod identity;
 mod releases;
+mod reports;
 
 use crate::point_read::PointReader;
 use crate::query_sql::{PlainSql, SqlSink, TagForm, push_predicate};

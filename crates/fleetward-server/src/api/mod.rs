@@ -12,6 +12,7 @@ pub mod meta;
 pub mod releases;
 pub mod security;
 pub mod settings;
+pub mod telemetry;
 pub mod tokens;
 
 use axum::Json;
@@ -58,6 +59,7 @@ pub fn operator_api() -> OpenApiRouter<AppState> {
         .routes(routes!(devices::register_devices))
         .routes(routes!(devices::count_devices))
         .routes(routes!(devices::get_device, devices::update_device))
+        .routes(routes!(telemetry::device_telemetry))
         .routes(routes!(audit::list_audit))
         .routes(routes!(events::list_events))
         .routes(routes!(events::event_checkpoints))
