@@ -64,6 +64,29 @@ pub struct Agent {
     pub net: Net,
     pub installer: Box<dyn Installer>,
     pub reports: ReportBuffer,
+    /// The clock metadata expiry is judged by (the system clock; tests
+    /// move it to see expired metadata refused).
+    pub clock: Clock,
+}
+
+/// Where the agent reads the time.
+#[derive(Clone)]
+pub struct Clock(pub std::sync::Arc<dyn Fn() -> OffsetDateTime + Send + Sync>);
+
+impl Clock {
+    pub fn system() -> Self {
+        Clock(std::sync::Arc::new(OffsetDateTime::now_utc))
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
 }
 
 fn now() -> OffsetDateTime {
@@ -100,6 +123,7 @@ impl Agent {
             net,
             installer,
             reports,
+            clock: Clock::system(),
         })
     }
 
@@ -294,7 +318,7 @@ impl Agent {
     pub async fn verify_offer(&mut self, director: &[u8]) -> Result<(DirectorOffer, Root)> {
         let limits = self.config.limits.clone();
         let mut state = self.state()?;
-        let at = now();
+        let at = self.clock.now();
         let mut root_bytes = self.dir.trusted_root(&self.config.trusted_root)?;
         let mut root = crate::enroll::check_provisioned_root(&root_bytes)?;
         let mut rotated = false;

@@ -34,9 +34,52 @@ enum Command {
     Check,
     /// Show what the agent knows.
     Status,
+    /// Run N simulated agents in this process against a real server
+    /// (load generator; the configuration file is not read).
+    Sim(SimArgs),
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[derive(Debug, clap::Args)]
+struct SimArgs {
+    #[arg(long, default_value_t = 100)]
+    devices: usize,
+    /// The device listener, e.g. https://127.0.0.1:8443.
+    #[arg(long)]
+    server: String,
+    /// An enrolment token with at least --devices uses.
+    #[arg(long)]
+    token: String,
+    /// The fleet CA certificate (PEM).
+    #[arg(long)]
+    ca: PathBuf,
+    /// The image repository's root.json.
+    #[arg(long)]
+    root: PathBuf,
+    #[arg(long, default_value = "sim-")]
+    prefix: String,
+    #[arg(long, default_value = "sim")]
+    hardware: String,
+    #[arg(long, default_value = "1.0.0")]
+    initial_version: String,
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Share of updates whose new slot fails to boot.
+    #[arg(long, default_value_t = 0.0)]
+    fail_rate: f64,
+    /// Share of devices that have seen a higher version (offers are rollbacks).
+    #[arg(long, default_value_t = 0.0)]
+    rollback_rate: f64,
+    /// Share of polls skipped as if offline.
+    #[arg(long, default_value_t = 0.0)]
+    offline_rate: f64,
+    /// Where device state goes (default: a temporary directory).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+}
+
+#[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -54,7 +97,36 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+async fn simulate(args: SimArgs) -> anyhow::Result<()> {
+    let temp = tempfile::tempdir()?;
+    let work_dir = args.work_dir.unwrap_or_else(|| temp.path().to_owned());
+    let sim = fleetward_agent::sim::SimConfig {
+        server: args.server,
+        ca_pem: std::fs::read(&args.ca).with_context(|| args.ca.display().to_string())?,
+        root_json: std::fs::read(&args.root).with_context(|| args.root.display().to_string())?,
+        token: args.token,
+        devices: args.devices,
+        id_prefix: args.prefix,
+        hardware: args.hardware,
+        initial_version: args.initial_version,
+        rounds: args.rounds,
+        concurrency: args.concurrency,
+        fail_rate: args.fail_rate,
+        rollback_rate: args.rollback_rate,
+        offline_rate: args.offline_rate,
+        work_dir,
+    };
+    let (stats, elapsed) = fleetward_agent::sim::run(sim).await?;
+    let mut summary = stats.summary();
+    summary["poll_seconds"] = serde_json::json!(elapsed.as_secs_f64());
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Sim(args) = cli.command {
+        return simulate(args).await;
+    }
     let mut config = AgentConfig::load(&cli.config)?;
     match cli.command {
         Command::Enroll { server, token } => {
@@ -103,6 +175,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
             println!("{}", serde_json::to_string_pretty(&status)?);
         }
+        Command::Sim(_) => {}
     }
     Ok(())
 }
