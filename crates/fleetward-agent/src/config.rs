@@ -131,3 +131,32 @@ impl AgentConfig {
         toml::from_str(&text).map_err(|e| AgentError::Config(format!("{}: {e}", path.display())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_configuration_parses() {
+        let config: AgentConfig = toml::from_str(include_str!("../dist/agent.toml")).unwrap();
+        assert_eq!(config.hardware, "rev2");
+        assert!(matches!(
+            config.installer,
+            InstallerConfig::AbFiles {
+                bootloader: BootloaderConfig::UBoot,
+                boot_limit: 3,
+                ..
+            }
+        ));
+        assert_eq!(
+            config.limits.max_metadata_bytes,
+            Limits::default().max_metadata_bytes
+        );
+        for bad in [
+            "server = 1",
+            "server = \"x\"\ndevice_id = \"d\"\nhardware = \"h\"\nca_cert = \"c\"\ntrusted_root = \"r\"\nsurprise = 1\n[installer]\nkind = \"command\"\nprogram = \"p\"\nargs = []",
+        ] {
+            assert!(toml::from_str::<AgentConfig>(bad).is_err(), "{bad}");
+        }
+    }
+}

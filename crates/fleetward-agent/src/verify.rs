@@ -368,3 +368,341 @@ pub fn decide(
     }
     Ok(Decision::Install)
 }
+
+#[cfg(test)]
+mod tests {
+    //! One row per attack class on metadata (TUF/Uptane): each must be
+    //! refused with the right security kind.
+    use std::collections::BTreeMap;
+
+    use fleetward_tuf::{
+        DirectorImage, Expiry, ROLE_ROOT, Signed, SigningKey, director_targets, snapshot_for,
+        timestamp_for,
+    };
+    use time::Duration;
+
+    use super::*;
+
+    fn key(n: u8) -> SigningKey {
+        SigningKey::from_seed(&[n; 32]).unwrap()
+    }
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+    }
+
+    fn later(days: i64) -> Expiry {
+        Expiry::at(now() + Duration::days(days))
+    }
+
+    /// root 1,2 (2 of 2), targets 3,4 (2 of 2), snapshot 5, timestamp 6.
+    fn root() -> Root {
+        Root::new(
+            1,
+            later(365),
+            &[
+                (ROLE_ROOT, &[key(1).public(), key(2).public()], 2),
+                (ROLE_TARGETS, &[key(3).public(), key(4).public()], 2),
+                (ROLE_SNAPSHOT, &[key(5).public()], 1),
+                (ROLE_TIMESTAMP, &[key(6).public()], 1),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn bytes<T: fleetward_tuf::Role>(meta: T, keys: &[u8]) -> Vec<u8> {
+        let keys: Vec<SigningKey> = keys.iter().map(|n| key(*n)).collect();
+        let refs: Vec<&SigningKey> = keys.iter().collect();
+        Signed::sign(meta, &refs).unwrap().to_bytes().unwrap()
+    }
+
+    const SHA: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    fn image() -> DirectorImage {
+        DirectorImage {
+            device_id: "dev-1".into(),
+            target_name: "rev2/1.1.0/fw.img".into(),
+            length: 100,
+            sha256: SHA.into(),
+            sha512: "bb".repeat(64),
+            release_version: "1.1.0".into(),
+            hardware: "rev2".into(),
+        }
+    }
+
+    fn repo_targets(version: u64, image: &DirectorImage) -> Targets {
+        let mut hashes = BTreeMap::new();
+        hashes.insert("sha256".to_owned(), image.sha256.clone());
+        hashes.insert("sha512".to_owned(), image.sha512.clone());
+        let mut targets = BTreeMap::new();
+        targets.insert(
+            image.target_name.clone(),
+            TargetFile {
+                length: image.length,
+                hashes,
+                custom: Some(serde_json::json!({"version": image.release_version, "hardware": image.hardware})),
+            },
+        );
+        Targets::new(version, later(30), targets)
+    }
+
+    const ME: Me<'static> = Me {
+        device_id: "dev-1",
+        hardware: "rev2",
+    };
+
+    fn seen() -> SeenVersions {
+        SeenVersions {
+            timestamp: 5,
+            snapshot: 5,
+            targets: 5,
+            director: 5,
+        }
+    }
+
+    #[test]
+    fn the_whole_chain_verifies() {
+        let root = root();
+        let targets = bytes(repo_targets(6, &image()), &[3, 4]);
+        let snapshot = bytes(snapshot_for(6, later(7), 6), &[5]);
+        let timestamp = bytes(timestamp_for(6, later(1), 6, &snapshot), &[6]);
+        let (_, pin) = check_timestamp(&root, &timestamp, &seen(), now()).unwrap();
+        let (_, pin) = check_snapshot(&root, &snapshot, &pin, &seen(), now()).unwrap();
+        let repo = check_repo_targets(&root, &targets, &pin, now()).unwrap();
+        let director = bytes(director_targets(6, later(1), &image()), &[7]);
+        let offer = check_director(&key(7).public(), &director, ME, &seen(), now()).unwrap();
+        check_agreement(&offer, &repo, ME).unwrap();
+        assert_eq!(offer.release, "1.1.0");
+        assert_eq!(offer.execution_id, None);
+    }
+
+    fn check(what: &str, result: Result<impl std::fmt::Debug, Refusal>, kind: DeviceSecurityKind) {
+        match result {
+            Ok(value) => panic!("{what}: accepted {value:?}"),
+            Err(refusal) => assert_eq!(refusal.security_kind(), kind, "{what}: {refusal}"),
+        }
+    }
+
+    #[test]
+    fn attacks_on_the_image_repository_are_refused() {
+        use DeviceSecurityKind::{RollbackAttempt as Rollback, VerificationFailed as Failed};
+        let root = root();
+        let snapshot = bytes(snapshot_for(6, later(7), 6), &[5]);
+        let good_ts = |snap: &[u8]| bytes(timestamp_for(6, later(1), 6, snap), &[6]);
+        // Arbitrary software / compromised key below threshold.
+        check(
+            "timestamp signed by a foreign key",
+            check_timestamp(
+                &root,
+                &bytes(timestamp_for(6, later(1), 6, &snapshot), &[9]),
+                &seen(),
+                now(),
+            ),
+            Failed,
+        );
+        check(
+            "targets signed by one of two keys",
+            check_repo_targets(
+                &root,
+                &bytes(repo_targets(6, &image()), &[3]),
+                &MetaFile {
+                    version: 6,
+                    length: None,
+                    hashes: None,
+                },
+                now(),
+            ),
+            Failed,
+        );
+        // Indefinite freeze.
+        check(
+            "expired timestamp",
+            check_timestamp(
+                &root,
+                &good_ts(&snapshot),
+                &seen(),
+                now() + Duration::days(2),
+            ),
+            Failed,
+        );
+        // Rollback of metadata.
+        check(
+            "older timestamp",
+            check_timestamp(
+                &root,
+                &bytes(timestamp_for(4, later(1), 6, &snapshot), &[6]),
+                &seen(),
+                now(),
+            ),
+            Rollback,
+        );
+        check(
+            "timestamp pinning an older snapshot",
+            check_timestamp(
+                &root,
+                &bytes(timestamp_for(6, later(1), 4, &snapshot), &[6]),
+                &seen(),
+                now(),
+            ),
+            Rollback,
+        );
+        // Mix-and-match: a snapshot other than the one pinned.
+        let (_, pin) = check_timestamp(&root, &good_ts(&snapshot), &seen(), now()).unwrap();
+        let other = bytes(snapshot_for(6, later(8), 6), &[5]);
+        check(
+            "swapped snapshot",
+            check_snapshot(&root, &other, &pin, &seen(), now()),
+            Failed,
+        );
+        check(
+            "snapshot pinning older targets",
+            check_snapshot(
+                &root,
+                &bytes(snapshot_for(6, later(7), 4), &[5]),
+                &MetaFile {
+                    version: 6,
+                    length: None,
+                    hashes: None,
+                },
+                &seen(),
+                now(),
+            ),
+            Rollback,
+        );
+    }
+
+    #[test]
+    fn attacks_through_the_director_are_refused() {
+        use DeviceSecurityKind::{RollbackAttempt as Rollback, VerificationFailed as Failed};
+        let director_key = key(7).public();
+        let signed = |image: &DirectorImage, version: u64, expires: Expiry, signer: u8| {
+            bytes(director_targets(version, expires, image), &[signer])
+        };
+        let offer = |b: &[u8]| check_director(&director_key, b, ME, &seen(), now());
+        check(
+            "a foreign director key",
+            offer(&signed(&image(), 6, later(1), 8)),
+            Failed,
+        );
+        check(
+            "expired director metadata",
+            offer(&signed(&image(), 6, Expiry::at(now()), 7)),
+            Failed,
+        );
+        check(
+            "older director metadata",
+            offer(&signed(&image(), 4, later(1), 7)),
+            Rollback,
+        );
+        let other_device = DirectorImage {
+            device_id: "dev-2".into(),
+            ..image()
+        };
+        check(
+            "metadata for another device",
+            offer(&signed(&other_device, 6, later(1), 7)),
+            Failed,
+        );
+        let other_hw = DirectorImage {
+            hardware: "rev9".into(),
+            ..image()
+        };
+        check(
+            "an image for other hardware",
+            offer(&signed(&other_hw, 6, later(1), 7)),
+            Failed,
+        );
+        let mut two = director_targets(6, later(1), &image());
+        let extra = two.targets.values().next().unwrap().clone();
+        two.targets.insert("rev2/evil/fw.img".into(), extra);
+        check("two images", offer(&bytes(two, &[7])), Failed);
+        check("not JSON", offer(b"{"), Failed);
+
+        // Director and image repository must agree.
+        let repo = repo_targets(6, &image());
+        let agree = |image: &DirectorImage| {
+            let offer = offer(&signed(image, 6, later(1), 7)).unwrap();
+            check_agreement(&offer, &repo, ME)
+        };
+        let disagreements = [
+            (
+                "length",
+                DirectorImage {
+                    length: 101,
+                    ..image()
+                },
+            ),
+            (
+                "sha256",
+                DirectorImage {
+                    sha256: "cc".repeat(32),
+                    ..image()
+                },
+            ),
+            (
+                "sha512",
+                DirectorImage {
+                    sha512: "dd".repeat(64),
+                    ..image()
+                },
+            ),
+            (
+                "version",
+                DirectorImage {
+                    release_version: "1.2.0".into(),
+                    ..image()
+                },
+            ),
+            (
+                "name",
+                DirectorImage {
+                    target_name: "rev2/1.1.0/other.img".into(),
+                    ..image()
+                },
+            ),
+        ];
+        for (what, image) in disagreements {
+            check(what, agree(&image), Failed);
+        }
+        assert!(agree(&image()).is_ok());
+        let mut wrong_hw = repo_targets(6, &image());
+        for file in wrong_hw.targets.values_mut() {
+            file.custom = Some(serde_json::json!({"version": "1.1.0", "hardware": "rev9"}));
+        }
+        let good = offer(&signed(&image(), 6, later(1), 7)).unwrap();
+        check(
+            "repository lists other hardware",
+            check_agreement(&good, &wrong_hw, ME),
+            Failed,
+        );
+    }
+
+    #[test]
+    fn images_never_go_back() {
+        type Row = (
+            &'static str,
+            Option<&'static str>,
+            Option<&'static str>,
+            Result<Decision, ()>,
+        );
+        let table: [Row; 6] = [
+            ("1.1.0", Some("1.0.0"), Some("1.0.0"), Ok(Decision::Install)),
+            (
+                "1.1.0",
+                Some("1.1.0"),
+                Some("1.1.0"),
+                Ok(Decision::UpToDate),
+            ),
+            ("1.0.0", Some("1.1.0"), Some("1.1.0"), Err(())),
+            ("1.0.5", Some("1.0.0"), Some("1.1.0"), Err(())),
+            ("1.1.0", Some("1.0.0"), Some("1.1.0"), Ok(Decision::Install)),
+            ("0.1.0", None, None, Ok(Decision::Install)),
+        ];
+        for (offered, running, highest, expected) in table {
+            let got = decide(offered, running, highest).map_err(|r| {
+                assert_eq!(r.security_kind(), DeviceSecurityKind::RollbackAttempt);
+            });
+            assert_eq!(got, expected, "{offered} {running:?} {highest:?}");
+        }
+    }
+}
