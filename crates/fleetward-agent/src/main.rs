@@ -37,6 +37,9 @@ enum Command {
     /// Run N simulated agents in this process against a real server
     /// (load generator; the configuration file is not read).
     Sim(SimArgs),
+    /// Hash a file the way downloads are hashed (benchmarks).
+    #[command(hide = true)]
+    Hash { file: PathBuf },
 }
 
 #[derive(Debug, clap::Args)]
@@ -127,6 +130,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Sim(args) = cli.command {
         return simulate(args).await;
     }
+    if let Command::Hash { file } = &cli.command {
+        use sha2::Digest as _;
+        use std::io::Read as _;
+        let mut input = std::fs::File::open(file).with_context(|| file.display().to_string())?;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = input.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        println!("{}  {}", hex::encode(hasher.finalize()), file.display());
+        return Ok(());
+    }
     let mut config = AgentConfig::load(&cli.config)?;
     match cli.command {
         Command::Enroll { server, token } => {
@@ -175,7 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
             println!("{}", serde_json::to_string_pretty(&status)?);
         }
-        Command::Sim(_) => {}
+        Command::Sim(_) | Command::Hash { .. } => {}
     }
     Ok(())
 }
