@@ -185,6 +185,48 @@ impl Agent {
         self.net.get_json("/device/v1/self").await
     }
 
+    /// Renews the certificate with a fresh key when the server says it is
+    /// time (or asks for a re-key); the new key and certificate replace the
+    /// old ones atomically and the client is rebuilt with them.
+    pub async fn renew_if_due(&mut self, me: &DeviceSelf) -> Result<bool> {
+        if !me.rekey_required && now() < me.renew_after {
+            return Ok(false);
+        }
+        self.renew().await?;
+        Ok(true)
+    }
+
+    /// `POST /device/v1/renew` with a new key pair made here.
+    pub async fn renew(&mut self) -> Result<()> {
+        let (key_pem, csr) = crate::enroll::make_key_and_csr(&self.config.device_id)?;
+        let issued: fleetward_wire::identity::IssuedCertificate = self
+            .net
+            .post_json(
+                "/device/v1/renew",
+                &fleetward_wire::identity::RenewRequest { csr },
+            )
+            .await?;
+        let ca = std::fs::read(&self.config.ca_cert)
+            .map_err(|e| AgentError::io(&self.config.ca_cert, e))?;
+        let net = Net::new(
+            &self.config.server,
+            &ca,
+            Some((issued.certificate.as_bytes(), key_pem.as_bytes())),
+            self.net.timeout,
+        )?;
+        // Each file is replaced atomically; a power cut between the two
+        // leaves a key and certificate that do not match, which fails
+        // closed (the device re-enrols), never open.
+        crate::state::write_atomic(&self.dir.path(KEY_FILE), key_pem.as_bytes(), 0o600)?;
+        crate::state::write_atomic(
+            &self.dir.path(CERT_FILE),
+            issued.certificate.as_bytes(),
+            0o600,
+        )?;
+        self.net = net;
+        Ok(())
+    }
+
     /// Notices a reboot that no update asked for. Call once at start.
     pub fn note_boot(&self) -> Result<()> {
         let mut state = self.state()?;
@@ -703,6 +745,10 @@ impl Agent {
             let round = async {
                 if let Ok(me) = self.whoami().await {
                     interval = u64::from(me.poll_interval_secs).clamp(5, 86_400);
+                    if let Err(error) = self.renew_if_due(&me).await {
+                        tracing::warn!(%error, "certificate renewal failed");
+                        self.report_error("renew", &error.to_string());
+                    }
                 }
                 self.poll().await
             }

@@ -373,3 +373,28 @@ async fn the_buffer_is_bounded() {
         .collect();
     assert_eq!(kept, ["2", "3", "4"], "the oldest go first");
 }
+
+#[tokio::test]
+async fn the_agent_renews_its_certificate_with_a_new_key() {
+    let server = Server::start().await;
+    let url = server.device_url();
+    let device = enrolled(&server, &url, "dev-n", "rev2", "1.0.0").await;
+    let mut agent = device.agent();
+    let before = agent.whoami().await.unwrap();
+    let old_key = std::fs::read(device.config.state_dir.join("device.key")).unwrap();
+    agent.renew().await.unwrap();
+    let after = agent.whoami().await.unwrap();
+    assert_ne!(before.serial, after.serial);
+    assert_ne!(
+        std::fs::read(device.config.state_dir.join("device.key")).unwrap(),
+        old_key
+    );
+    // A restarted agent uses the new identity.
+    let agent = device.agent();
+    assert_eq!(agent.whoami().await.unwrap().serial, after.serial);
+    assert!(
+        !device.agent().renew_if_due(&after).await.unwrap(),
+        "not due yet"
+    );
+    server.stop().await;
+}
