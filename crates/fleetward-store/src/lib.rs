@@ -17,6 +17,7 @@ mod point_read;
 mod postgres;
 mod query_sql;
 pub mod rollouts;
+pub mod reports;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -29,6 +30,7 @@ pub use lease::Leases;
 pub use model::*;
 pub use postgres::{DEFAULT_MAX_CONNECTIONS, MAX_MAX_CONNECTIONS, PostgresStore};
 pub use rollouts::*;
+pub use reports::{DeviceErrorRecord, DeviceReports, ReportStore, TelemetryRecord};
 pub use sqlite::SqliteStore;
 /// Re-exported so adapters above the store can classify failures.
 pub use sqlx::Error as SqlxError;
@@ -72,7 +74,7 @@ pub struct PoolStats {
 
 #[async_trait]
 pub trait Store:
-    EventLog + IdentityStore + Leases + RolloutStore + Send + Sync + std::fmt::Debug
+    EventLog + IdentityStore + Leases + RolloutStore + ReportStore + Send + Sync + std::fmt::Debug
 {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<()>;

@@ -26,6 +26,7 @@ mod identity;
 mod lease;
 mod releases;
 mod rollouts;
+mod reports;
 
 use crate::point_read::PointReader;
 use crate::query_sql::{Dialect, PlainSql, device_count_sql, device_page_sql};

@@ -2315,4 +2315,98 @@ mod rollouts {
         })
         .await;
     }
+fn telemetry(n: i64) -> fleetward_store::TelemetryRecord {
+    fleetward_store::TelemetryRecord {
+        server_time: now() + time::Duration::seconds(n),
+        device_time: now() + time::Duration::seconds(n - 1),
+        conditions: format!("{{\"agent_version\":\"0.1.0\",\"uptime_secs\":{n}}}"),
+    }
+}
+
+#[tokio::test]
+async fn device_reports_are_stored_whole_bounded_and_newest_first() {
+    use fleetward_events::EventKind;
+    use fleetward_store::{DeviceErrorRecord, DeviceReports};
+    each_backend(|store| async move {
+        let dev = DeviceId::parse("r-1").unwrap();
+        let batch = DeviceReports {
+            telemetry: vec![telemetry(1), telemetry(2)],
+            errors: vec![DeviceErrorRecord {
+                server_time: now(),
+                device_time: now(),
+                context: "download".into(),
+                message: "connection reset".into(),
+            }],
+            events: vec![security_event(1, EventKind::RollbackAttempt, Some("r-1"))],
+        };
+        // An unknown device: nothing stored.
+        assert!(matches!(
+            store.insert_device_reports(&dev, now(), &batch).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(store.event_head().await.unwrap().0, 0);
+        store
+            .register_devices(&[device("r-1", "rev2", None, &[])], now(), &audit("d"))
+            .await
+            .unwrap();
+        let head = store.event_head().await.unwrap().0;
+
+        // A batch with an event beyond its bounds: nothing stored.
+        let mut bad = batch.clone();
+        bad.events[0].message = "x\n".into();
+        assert!(matches!(
+            store.insert_device_reports(&dev, now(), &bad).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(store.device_telemetry(&dev, 10).await.unwrap().is_empty());
+        assert!(store.device_errors(&dev, 10).await.unwrap().is_empty());
+        assert_eq!(store.event_head().await.unwrap().0, head);
+
+        let seen = now() + time::Duration::minutes(5);
+        store
+            .insert_device_reports(&dev, seen, &batch)
+            .await
+            .unwrap();
+        let stored = store.device_telemetry(&dev, 10).await.unwrap();
+        assert_eq!(stored, vec![telemetry(2), telemetry(1)], "newest first");
+        assert_eq!(
+            store.device_telemetry(&dev, 1).await.unwrap(),
+            vec![telemetry(2)]
+        );
+        assert_eq!(store.device_errors(&dev, 10).await.unwrap(), batch.errors);
+        assert_eq!(store.event_head().await.unwrap().0, head + 1);
+        let events = store
+            .list_events(
+                &fleetward_store::EventFilter {
+                    kinds: vec![EventKind::RollbackAttempt],
+                    ..Default::default()
+                },
+                None,
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 1);
+        let device = store.device(&dev).await.unwrap().unwrap();
+        assert_eq!(device.last_seen, Some(seen));
+        assert_eq!(device.first_seen, Some(seen));
+        assert!(verify_log(&*store).await.is_ok());
+
+        // Each device keeps its newest rows only.
+        let max = i64::from(fleetward_store::reports::MAX_REPORT_ROWS_PER_DEVICE);
+        let flood = DeviceReports {
+            telemetry: (10..10 + max).map(telemetry).collect(),
+            ..Default::default()
+        };
+        store
+            .insert_device_reports(&dev, seen, &flood)
+            .await
+            .unwrap();
+        let kept = store.device_telemetry(&dev, 1000).await.unwrap();
+        assert_eq!(kept.len() as i64, max);
+        assert_eq!(kept[0], telemetry(9 + max));
+        assert_eq!(kept.last().unwrap(), &telemetry(10));
+        assert_eq!(store.device_errors(&dev, 10).await.unwrap().len(), 1);
+    })
+    .await;
 }

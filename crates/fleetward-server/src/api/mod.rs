@@ -13,6 +13,7 @@ pub mod releases;
 pub mod rollouts;
 pub mod security;
 pub mod settings;
+pub mod telemetry;
 pub mod tokens;
 
 use axum::Json;
@@ -59,6 +60,7 @@ pub fn operator_api() -> OpenApiRouter<AppState> {
         .routes(routes!(devices::register_devices))
         .routes(routes!(devices::count_devices))
         .routes(routes!(devices::get_device, devices::update_device))
+        .routes(routes!(telemetry::device_telemetry))
         .routes(routes!(audit::list_audit))
         .routes(routes!(events::list_events))
         .routes(routes!(events::event_checkpoints))
