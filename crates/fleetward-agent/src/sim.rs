@@ -273,38 +273,67 @@ async fn poll_one(sim: &SimConfig, device: &mut SimDevice, stats: &SimStats) {
     }
 }
 
-/// Enrols `devices` agents and runs `rounds` poll rounds. Returns the
-/// stats and the wall time of the poll rounds.
-pub async fn run(sim: SimConfig) -> Result<(Arc<SimStats>, Duration)> {
-    std::fs::create_dir_all(&sim.work_dir).map_err(|e| crate::AgentError::io(&sim.work_dir, e))?;
-    crate::state::write_atomic(&sim.work_dir.join("ca.pem"), &sim.ca_pem, 0o644)?;
-    crate::state::write_atomic(&sim.work_dir.join("root.json"), &sim.root_json, 0o644)?;
-    let stats = Arc::new(SimStats::default());
-    let concurrency = sim.concurrency.max(1);
-    let mut devices: Vec<SimDevice> = futures::stream::iter(0..sim.devices)
-        .map(|n| {
-            let sim = &sim;
-            let stats = &stats;
-            async move { enrol_one(sim, n, stats).await }
-        })
-        .buffer_unordered(concurrency)
-        .filter_map(|d| async move { d })
-        .collect()
-        .await;
-    let started = Instant::now();
-    for _ in 0..sim.rounds {
-        futures::stream::iter(devices.iter_mut())
-            .for_each_concurrent(concurrency, |device| {
-                let sim = &sim;
+/// A simulated fleet, enrolled and ready to poll round by round.
+pub struct SimFleet {
+    devices: Vec<SimDevice>,
+    stats: Arc<SimStats>,
+}
+
+impl SimFleet {
+    /// Enrols `sim.devices` agents (`sim.concurrency` at a time).
+    pub async fn enrol(sim: &SimConfig) -> Result<SimFleet> {
+        std::fs::create_dir_all(&sim.work_dir)
+            .map_err(|e| crate::AgentError::io(&sim.work_dir, e))?;
+        crate::state::write_atomic(&sim.work_dir.join("ca.pem"), &sim.ca_pem, 0o644)?;
+        crate::state::write_atomic(&sim.work_dir.join("root.json"), &sim.root_json, 0o644)?;
+        let stats = Arc::new(SimStats::default());
+        let concurrency = sim.concurrency.max(1);
+        let devices: Vec<SimDevice> = futures::stream::iter(0..sim.devices)
+            .map(|n| {
                 let stats = &stats;
-                async move { poll_one(sim, device, stats).await }
+                async move { enrol_one(sim, n, stats).await }
+            })
+            .buffer_unordered(concurrency)
+            .filter_map(|d| async move { d })
+            .collect()
+            .await;
+        Ok(SimFleet { devices, stats })
+    }
+
+    /// Every device polls once (and reboots, installs, reports as it must).
+    pub async fn round(&mut self, sim: &SimConfig) {
+        let stats = &self.stats;
+        futures::stream::iter(self.devices.iter_mut())
+            .for_each_concurrent(sim.concurrency.max(1), |device| async move {
+                poll_one(sim, device, stats).await
             })
             .await;
     }
-    // Whatever is still buffered goes out at the end.
-    for device in &devices {
-        let sent = device.agent.flush_reports().await;
-        stats.reports_sent.fetch_add(sent as u64, Ordering::Relaxed);
+
+    /// Sends whatever reports are still buffered.
+    pub async fn flush(&self) {
+        for device in &self.devices {
+            let sent = device.agent.flush_reports().await;
+            self.stats
+                .reports_sent
+                .fetch_add(sent as u64, Ordering::Relaxed);
+        }
     }
-    Ok((stats, started.elapsed()))
+
+    pub fn stats(&self) -> Arc<SimStats> {
+        self.stats.clone()
+    }
+}
+
+/// Enrols `devices` agents and runs `rounds` poll rounds. Returns the
+/// stats and the wall time of the poll rounds.
+pub async fn run(sim: SimConfig) -> Result<(Arc<SimStats>, Duration)> {
+    let mut fleet = SimFleet::enrol(&sim).await?;
+    let started = Instant::now();
+    for _ in 0..sim.rounds {
+        fleet.round(&sim).await;
+    }
+    // Whatever is still buffered goes out at the end.
+    fleet.flush().await;
+    Ok((fleet.stats(), started.elapsed()))
 }

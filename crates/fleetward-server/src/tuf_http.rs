@@ -135,6 +135,16 @@ pub async fn director_targets(
         return Err(nothing());
     }
     let now = state.now();
+    // The director is what agents poll: its rhythm is the poll schedule.
+    let interval = state.store.settings().await?.poll_interval_secs;
+    if let Some(off) = state.monitor.watch.poll(
+        &device.id,
+        time::Duration::seconds(i64::from(interval)),
+        now,
+        state.monitor.policy(),
+    ) {
+        crate::monitor::Monitor::log(&*state.store, off).await;
+    }
     let execution = state
         .store
         .serve_execution(&device.id, now)

@@ -15,76 +15,7 @@ use fleetward_core::{DeviceId, ReleaseState};
 use fleetward_store::{ArtifactRecord, AuditEntry, ReleaseRecord, ReleaseTransition};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{EnrolledDevice, TestServer};
-
-fn audit() -> AuditEntry {
-    AuditEntry {
-        at: time::OffsetDateTime::now_utc(),
-        actor: "test".into(),
-        action: "test.plant".into(),
-        target: "t".into(),
-        source: "test".into(),
-        detail: json!({}),
-    }
-}
-
-/// Plants releases `(version, hardware, state)`, each with its own artifact.
-async fn plant_releases(server: &TestServer, releases: &[(&str, &str, ReleaseState)]) {
-    let store = server.store().await;
-    let now = time::OffsetDateTime::now_utc();
-    for (n, (version, hardware, state)) in releases.iter().enumerate() {
-        let byte = u8::try_from(n + 1).unwrap();
-        let artifact = ArtifactRecord {
-            sha256: format!("{byte:02x}").repeat(32),
-            sha512: format!("{byte:02x}").repeat(64),
-            length: 1000 + u64::from(byte),
-            created_at: now,
-        };
-        store.insert_artifact(&artifact, &audit()).await.unwrap();
-        store
-            .insert_release(
-                &ReleaseRecord {
-                    version: (*version).into(),
-                    hardware: (*hardware).into(),
-                    state: ReleaseState::Draft,
-                    target_name: format!("{hardware}/{version}/fw.img"),
-                    artifact_sha256: artifact.sha256.clone(),
-                    sbom_sha256: None,
-                    notes: String::new(),
-                    created_at: now,
-                    created_by: "test".into(),
-                    updated_at: now,
-                },
-                &audit(),
-            )
-            .await
-            .unwrap();
-        let mut from = ReleaseState::Draft;
-        for step in [ReleaseState::Signed, ReleaseState::Published, *state] {
-            if step == from || (step == ReleaseState::Published && *state == ReleaseState::Signed) {
-                continue;
-            }
-            store
-                .publish_tuf(
-                    &[],
-                    &[ReleaseTransition {
-                        version: (*version).into(),
-                        from,
-                        to: step,
-                        at: now,
-                    }],
-                    &audit(),
-                )
-                .await
-                .unwrap();
-            from = step;
-            if step == *state {
-                break;
-            }
-        }
-    }
-    store.close().await;
-}
+use support::{EnrolledDevice, TestServer, audit, plant_releases};
 
 async fn standard_releases(server: &TestServer) {
     plant_releases(

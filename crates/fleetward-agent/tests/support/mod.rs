@@ -52,6 +52,8 @@ impl Server {
             identity: Default::default(),
             releases: Default::default(),
             monitor: Default::default(),
+            // Rollouts queue and offer within a tick; tests should not wait.
+            rollout_tick: std::time::Duration::from_millis(50),
         };
         let server = fleetward_server::start(config).await.unwrap();
         let base = format!("http://{}", server.addrs.operator);
@@ -266,12 +268,58 @@ impl Server {
 /// work it will create a rollout for the device instead.
 pub async fn offer_release(
     server: &Server,
-    _device: &str,
+    device: &str,
     version: &str,
     hardware: &str,
     image: &[u8],
 ) {
     server.publish(version, hardware, image).await;
+    // Devices get updates only through rollouts: one phase, continuous so
+    // that devices enrolling later are reached too.
+    let target = match device.strip_suffix('*') {
+        Some(_) => format!("hw = \"{hardware}\""),
+        None => format!("id = \"{device}\""),
+    };
+    let created = server
+        .http
+        .post(format!("{}/api/v1/rollouts", server.base))
+        .bearer_auth(&server.admin)
+        .json(&json!({
+            "release": version,
+            "target": target,
+            "phases": "100%",
+            "continuous": true,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED, "creating the rollout");
+    let rollout: Value = created.json().await.unwrap();
+    let id = rollout["rollout"]["id"].as_str().unwrap().to_owned();
+    if device.ends_with('*') {
+        return;
+    }
+    // Wait until the engine has queued the device (a tick or two).
+    for _ in 0..200 {
+        let executions: Value = server
+            .http
+            .get(format!("{}/api/v1/rollouts/{id}/executions", server.base))
+            .bearer_auth(&server.admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if executions["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|e| e["device_id"] == device))
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the rollout never queued {device}");
 }
 
 /// An image of `len` bytes that differs per `seed`.

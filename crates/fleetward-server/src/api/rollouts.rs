@@ -128,7 +128,7 @@ pub async fn to_wire(state: &AppState, record: &RolloutRecord) -> Result<Rollout
     })
 }
 
-fn execution_to_wire(record: &ExecutionRecord) -> Execution {
+pub(crate) fn execution_to_wire(record: &ExecutionRecord) -> Execution {
     let (failure, reason) = record.state.parts();
     Execution {
         id: record.id.to_string(),
@@ -303,7 +303,7 @@ pub async fn get_rollout(
     Ok(Json(to_wire(&state, &record).await?))
 }
 
-async fn set_running(
+pub(crate) async fn set_running(
     state: &AppState,
     caller: &Caller,
     id: &str,
@@ -400,9 +400,20 @@ pub async fn abort_rollout(
     Path(id): Path<String>,
     Json(body): Json<AbortRollout>,
 ) -> Result<Json<AbortAnswer>, ApiError> {
-    let record = load(&state, &id).await?;
+    Ok(Json(abort(&state, &caller, &id, body.rollback).await?))
+}
+
+/// Aborts rollout `id` for `caller` (the API route and the console).
+pub(crate) async fn abort(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    rollback: bool,
+) -> Result<AbortAnswer, ApiError> {
+    let id = id.to_owned();
+    let record = load(state, &id).await?;
     let now = state.now();
-    let rollback = if body.rollback {
+    let rollback = if rollback {
         let releases: Vec<(String, ReleaseState)> = state
             .store
             .list_releases()
@@ -456,16 +467,16 @@ pub async fn abort_rollout(
         .store
         .abort_rollout(&id, now, rollback.as_ref(), &audit)
         .await?;
-    let record = load(&state, &id).await?;
+    let record = load(state, &id).await?;
     let rollback = match rollback {
-        Some(r) => Some(to_wire(&state, &r).await?),
+        Some(r) => Some(to_wire(state, &r).await?),
         None => None,
     };
-    Ok(Json(AbortAnswer {
-        rollout: to_wire(&state, &record).await?,
+    Ok(AbortAnswer {
+        rollout: to_wire(state, &record).await?,
         cancelled,
         rollback,
-    }))
+    })
 }
 
 /// The executions of a rollout, in order, with filters.

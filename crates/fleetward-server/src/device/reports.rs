@@ -169,6 +169,67 @@ fn device_event(
     }
 }
 
+/// Runs the report-fed detection rules over a checked batch: caps the
+/// device-reported events at the per-device rate, and adds findings about
+/// telemetry outliers and the running version to the events stored with it.
+async fn judge(
+    state: &AppState,
+    caller: &DeviceIdentity,
+    batch: &DeviceReportBatch,
+    records: &mut DeviceReports,
+    now: OffsetDateTime,
+) -> Result<(), ApiError> {
+    let monitor = &state.monitor;
+    let policy = monitor.policy();
+    let device = &caller.device_id;
+    let (admitted, notice) = monitor.watch.admit_events(
+        device,
+        records.events.len(),
+        now,
+        policy.device_events_per_minute,
+    );
+    records.events.truncate(admitted);
+    records.events.extend(notice);
+    let mut running = None;
+    for report in &batch.reports {
+        if let DeviceReport::Telemetry { conditions, .. } = report {
+            let found = monitor.watch.telemetry(device, conditions, now, policy);
+            records.events.extend(found);
+            if let Some(version) = &conditions.running_version {
+                running = Some(version.as_str());
+            }
+        }
+    }
+    if let Some(reported) = running
+        && let Some(registered) = state.store.device(device).await?
+        && registered.version.as_deref() != Some(reported)
+    {
+        let released: std::collections::BTreeSet<String> = state
+            .store
+            .list_releases()
+            .await?
+            .into_iter()
+            .filter(|r| {
+                r.hardware == registered.hardware && r.state != fleetward_core::ReleaseState::Draft
+            })
+            .map(|r| r.version)
+            .collect();
+        records.events.extend(monitor.watch.version(
+            device,
+            reported,
+            registered.version.as_deref(),
+            &released,
+            now,
+        ));
+    }
+    for event in &mut records.events {
+        if event.device.as_ref() == Some(device) && event.source.is_none() {
+            event.source = Some(caller.peer.ip().to_string());
+        }
+    }
+    Ok(())
+}
+
 /// Stores a batch of buffered reports, all or nothing.
 #[utoipa::path(post, path = "/device/v1/reports", tag = "reports",
     security(("device_certificate" = [])),
@@ -181,7 +242,8 @@ pub async fn post_reports(
     Json(batch): Json<DeviceReportBatch>,
 ) -> Result<Json<ReportsAck>, ApiError> {
     let now = state.now();
-    let records = to_records(&batch, &caller, now)?;
+    let mut records = to_records(&batch, &caller, now)?;
+    judge(&state, &caller, &batch, &mut records, now).await?;
     state
         .store
         .insert_device_reports(&caller.device_id, now, &records)

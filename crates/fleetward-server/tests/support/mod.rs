@@ -328,3 +328,72 @@ impl TestServer {
         }
     }
 }
+
+pub fn audit() -> fleetward_store::AuditEntry {
+    fleetward_store::AuditEntry {
+        at: time::OffsetDateTime::now_utc(),
+        actor: "test".into(),
+        action: "test.plant".into(),
+        target: "t".into(),
+        source: "test".into(),
+        detail: serde_json::json!({}),
+    }
+}
+
+/// Plants releases `(version, hardware, state)`, each with its own artifact.
+pub async fn plant_releases(server: &TestServer, releases: &[(&str, &str, fleetward_core::ReleaseState)]) {
+    let store = server.store().await;
+    let now = time::OffsetDateTime::now_utc();
+    for (n, (version, hardware, state)) in releases.iter().enumerate() {
+        let byte = u8::try_from(n + 1).unwrap();
+        let artifact = fleetward_store::ArtifactRecord {
+            sha256: format!("{byte:02x}").repeat(32),
+            sha512: format!("{byte:02x}").repeat(64),
+            length: 1000 + u64::from(byte),
+            created_at: now,
+        };
+        store.insert_artifact(&artifact, &audit()).await.unwrap();
+        store
+            .insert_release(
+                &fleetward_store::ReleaseRecord {
+                    version: (*version).into(),
+                    hardware: (*hardware).into(),
+                    state: fleetward_core::ReleaseState::Draft,
+                    target_name: format!("{hardware}/{version}/fw.img"),
+                    artifact_sha256: artifact.sha256.clone(),
+                    sbom_sha256: None,
+                    notes: String::new(),
+                    created_at: now,
+                    created_by: "test".into(),
+                    updated_at: now,
+                },
+                &audit(),
+            )
+            .await
+            .unwrap();
+        let mut from = fleetward_core::ReleaseState::Draft;
+        for step in [fleetward_core::ReleaseState::Signed, fleetward_core::ReleaseState::Published, *state] {
+            if step == from || (step == fleetward_core::ReleaseState::Published && *state == fleetward_core::ReleaseState::Signed) {
+                continue;
+            }
+            store
+                .publish_tuf(
+                    &[],
+                    &[fleetward_store::ReleaseTransition {
+                        version: (*version).into(),
+                        from,
+                        to: step,
+                        at: now,
+                    }],
+                    &audit(),
+                )
+                .await
+                .unwrap();
+            from = step;
+            if step == *state {
+                break;
+            }
+        }
+    }
+    store.close().await;
+}

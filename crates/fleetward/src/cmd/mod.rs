@@ -30,7 +30,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scan(args) => scan::run(&cli, args),
         Command::Advisories(command) => advisories::run(&cli, command),
         Command::Server(args) => server::serve(&cli, args).await,
-        Command::Demo(args) => demo::run(args).await,
+        Command::Demo(args) => demo::run(&cli, args).await,
         Command::Device(command) => device::run(&api_client(&cli)?, cli.json, command).await,
         Command::Keys(command) => keys::run(api_client(&cli).ok(), cli.json, command).await,
         Command::Release(command) => release::run(&api_client(&cli)?, cli.json, command).await,
