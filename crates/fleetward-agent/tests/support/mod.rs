@@ -52,6 +52,7 @@ impl Server {
             identity: Default::default(),
             releases: Default::default(),
             monitor: Default::default(),
+            rollout_tick: fleetward_server::rollout::DEFAULT_TICK,
         };
         let server = fleetward_server::start(config).await.unwrap();
         let base = format!("http://{}", server.addrs.operator);
