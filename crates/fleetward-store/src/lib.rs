@@ -16,8 +16,8 @@ mod model;
 mod point_read;
 mod postgres;
 mod query_sql;
-pub mod rollouts;
 pub mod reports;
+pub mod rollouts;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -29,8 +29,8 @@ pub use identity::*;
 pub use lease::Leases;
 pub use model::*;
 pub use postgres::{DEFAULT_MAX_CONNECTIONS, MAX_MAX_CONNECTIONS, PostgresStore};
-pub use rollouts::*;
 pub use reports::{DeviceErrorRecord, DeviceReports, ReportStore, TelemetryRecord};
+pub use rollouts::*;
 pub use sqlite::SqliteStore;
 /// Re-exported so adapters above the store can classify failures.
 pub use sqlx::Error as SqlxError;

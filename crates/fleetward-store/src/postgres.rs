@@ -46,6 +46,8 @@ mod events;
 mod identity;
 mod lease;
 mod releases;
+mod reports;
+mod rollouts;
 
 use crate::query_sql::{Dialect, device_count_sql, device_page_sql};
 use crate::sqlite::{Columns, device_from_row, from_millis, to_millis, token_from_row};

@@ -2315,6 +2315,8 @@ mod rollouts {
         })
         .await;
     }
+}
+
 fn telemetry(n: i64) -> fleetward_store::TelemetryRecord {
     fleetward_store::TelemetryRecord {
         server_time: now() + time::Duration::seconds(n),

@@ -67,6 +67,7 @@ impl TestServer {
             identity: Default::default(),
             releases: Default::default(),
             monitor: Default::default(),
+            rollout_tick: std::time::Duration::from_millis(50),
         };
         fleetward_server::start(config).await.unwrap()
     }

@@ -10,7 +10,6 @@ use async_trait::async_trait;
 use fleetward_core::query::Expr;
 use fleetward_core::{DeviceId, version};
 use fleetward_rollout::{ExecutionId, ExecutionState, FailureKind, Settings};
-use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row as _, Sqlite, Transaction};
 use time::OffsetDateTime;
 
@@ -19,11 +18,11 @@ use crate::rollouts::{
     ExecutionFilter, ExecutionRecord, PhaseCount, PhaseFn, QueueOutcome, RolloutChange,
     RolloutRecord, RolloutState, RolloutStore, TransitionRecord,
 };
-use crate::sqlite::{from_millis, insert_audit, is_unique_violation, to_millis};
+use crate::sqlite::{Columns, from_millis, insert_audit, is_unique_violation, to_millis};
 use crate::{AuditEntry, Result, SqliteStore, StoreError};
 
 /// `('queued', …, 'verifying')`: the unfinished states, for SQL.
-fn open_states_sql() -> String {
+pub(crate) fn open_states_sql() -> String {
     let names: Vec<String> = ExecutionState::OPEN_NAMES
         .iter()
         .map(|n| format!("'{n}'"))
@@ -31,26 +30,26 @@ fn open_states_sql() -> String {
     format!("({})", names.join(", "))
 }
 
-const EXECUTION_COLUMNS: &str = "e.seq, e.attempt, e.device_id, e.phase, e.state, e.failure, \
+pub(crate) const EXECUTION_COLUMNS: &str = "e.seq, e.attempt, e.device_id, e.phase, e.state, e.failure, \
      e.reason, e.released_at, e.offered_at, e.updated_at, r.id AS rollout_id, r.release_version";
 
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }
 
-fn u32_of(n: i64, what: &str) -> Result<u32> {
+pub(crate) fn u32_of(n: i64, what: &str) -> Result<u32> {
     u32::try_from(n).map_err(|_| corrupt(format!("{what} {n} out of range")))
 }
 
-fn u64_of(n: i64, what: &str) -> Result<u64> {
+pub(crate) fn u64_of(n: i64, what: &str) -> Result<u64> {
     u64::try_from(n).map_err(|_| corrupt(format!("{what} {n} out of range")))
 }
 
-fn i64_of(n: u64) -> Result<i64> {
+pub(crate) fn i64_of(n: u64) -> Result<i64> {
     i64::try_from(n).map_err(|_| StoreError::Invalid(format!("{n} is out of range")))
 }
 
-fn settings_to_json(settings: &Settings) -> String {
+pub(crate) fn settings_to_json(settings: &Settings) -> String {
     serde_json::json!({
         "phases": settings.phases,
         "soak": settings.soak,
@@ -66,7 +65,7 @@ fn settings_to_json(settings: &Settings) -> String {
     .to_string()
 }
 
-fn settings_from_json(text: &str) -> Result<Settings> {
+pub(crate) fn settings_from_json(text: &str) -> Result<Settings> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| corrupt(format!("rollout settings: {e}")))?;
     let text_of = |key: &str| value[key].as_str().map(str::to_owned);
@@ -87,31 +86,31 @@ fn settings_from_json(text: &str) -> Result<Settings> {
     })
 }
 
-fn rollout_from_row(row: &SqliteRow) -> Result<RolloutRecord> {
-    let state: String = row.try_get("state")?;
+pub(crate) fn rollout_from_row(row: &impl Columns) -> Result<RolloutRecord> {
+    let state = row.text("state")?;
     Ok(RolloutRecord {
-        id: row.try_get("id")?,
-        release_version: row.try_get("release_version")?,
-        hardware: row.try_get("hardware")?,
-        target: row.try_get("target")?,
-        settings: settings_from_json(&row.try_get::<String, _>("settings")?)?,
+        id: row.text("id")?,
+        release_version: row.text("release_version")?,
+        hardware: row.text("hardware")?,
+        target: row.text("target")?,
+        settings: settings_from_json(&row.text("settings")?)?,
         state: RolloutState::parse(&state)
             .ok_or_else(|| corrupt(format!("unknown rollout state {state:?}")))?,
-        current_phase: u32_of(row.try_get("current_phase")?, "phase")?,
-        phase_started_at: from_millis(row.try_get("phase_started_at")?)?,
+        current_phase: u32_of(row.int("current_phase")?, "phase")?,
+        phase_started_at: from_millis(row.int("phase_started_at")?)?,
         soak_started_at: row
-            .try_get::<Option<i64>, _>("soak_started_at")?
+            .opt_int("soak_started_at")?
             .map(from_millis)
             .transpose()?,
-        pause_reason: row.try_get("pause_reason")?,
-        rollback_of: row.try_get("rollback_of")?,
-        created_at: from_millis(row.try_get("created_at")?)?,
-        created_by: row.try_get("created_by")?,
-        updated_at: from_millis(row.try_get("updated_at")?)?,
+        pause_reason: row.opt_text("pause_reason")?,
+        rollback_of: row.opt_text("rollback_of")?,
+        created_at: from_millis(row.int("created_at")?)?,
+        created_by: row.text("created_by")?,
+        updated_at: from_millis(row.int("updated_at")?)?,
     })
 }
 
-fn state_from(
+pub(crate) fn state_from(
     name: &str,
     failure: Option<String>,
     reason: Option<String>,
@@ -123,28 +122,43 @@ fn state_from(
         .ok_or_else(|| corrupt(format!("unknown execution state {name:?}")))
 }
 
-fn execution_from_row(row: &SqliteRow) -> Result<ExecutionRecord> {
-    let state: String = row.try_get("state")?;
-    let device: String = row.try_get("device_id")?;
+pub(crate) fn execution_from_row(row: &impl Columns) -> Result<ExecutionRecord> {
+    let state = row.text("state")?;
+    let device = row.text("device_id")?;
     Ok(ExecutionRecord {
         id: ExecutionId {
-            row: u64_of(row.try_get("seq")?, "execution row")?,
-            attempt: u32_of(row.try_get("attempt")?, "attempt")?,
+            row: u64_of(row.int("seq")?, "execution row")?,
+            attempt: u32_of(row.int("attempt")?, "attempt")?,
         },
-        rollout_id: row.try_get("rollout_id")?,
-        release_version: row.try_get("release_version")?,
+        rollout_id: row.text("rollout_id")?,
+        release_version: row.text("release_version")?,
         device_id: DeviceId::parse(&device).map_err(corrupt)?,
-        phase: u32_of(row.try_get("phase")?, "phase")?,
-        state: state_from(&state, row.try_get("failure")?, row.try_get("reason")?)?,
-        released_at: row
-            .try_get::<Option<i64>, _>("released_at")?
-            .map(from_millis)
-            .transpose()?,
-        offered_at: row
-            .try_get::<Option<i64>, _>("offered_at")?
-            .map(from_millis)
-            .transpose()?,
-        updated_at: from_millis(row.try_get("updated_at")?)?,
+        phase: u32_of(row.int("phase")?, "phase")?,
+        state: state_from(&state, row.opt_text("failure")?, row.opt_text("reason")?)?,
+        released_at: row.opt_int("released_at")?.map(from_millis).transpose()?,
+        offered_at: row.opt_int("offered_at")?.map(from_millis).transpose()?,
+        updated_at: from_millis(row.int("updated_at")?)?,
+    })
+}
+
+/// One row of `execution_transitions`.
+pub(crate) fn transition_from_row(row: &impl Columns) -> Result<TransitionRecord> {
+    let to = row.text("to_state")?;
+    let reason = row.opt_text("reason")?;
+    let state = state_from(&to, row.opt_text("failure")?, reason.clone())?;
+    // A reason the state does not carry is a note (why cancelled, a retry).
+    let note = match state.parts().1 {
+        Some(_) => None,
+        None => reason,
+    };
+    Ok(TransitionRecord {
+        seq: u64_of(row.int("seq")?, "seq")?,
+        attempt: u32_of(row.int("attempt")?, "attempt")?,
+        at: from_millis(row.int("at")?)?,
+        from: row.opt_text("from_state")?,
+        to: state,
+        actor: row.text("actor")?,
+        note,
     })
 }
 
@@ -900,27 +914,6 @@ impl RolloutStore for SqliteStore {
                 .bind(row)
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter()
-            .map(|row| {
-                let to: String = row.try_get("to_state")?;
-                let failure: Option<String> = row.try_get("failure")?;
-                let reason: Option<String> = row.try_get("reason")?;
-                let state = state_from(&to, failure, reason.clone())?;
-                // A reason the state does not carry is a note (why cancelled, a retry).
-                let note = match state.parts().1 {
-                    Some(_) => None,
-                    None => reason,
-                };
-                Ok(TransitionRecord {
-                    seq: u64_of(row.try_get("seq")?, "seq")?,
-                    attempt: u32_of(row.try_get("attempt")?, "attempt")?,
-                    at: from_millis(row.try_get("at")?)?,
-                    from: row.try_get("from_state")?,
-                    to: state,
-                    actor: row.try_get("actor")?,
-                    note,
-                })
-            })
-            .collect()
+        rows.iter().map(transition_from_row).collect()
     }
 }
