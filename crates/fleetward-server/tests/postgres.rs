@@ -199,3 +199,68 @@ async fn a_second_replica_answers_for_the_first() {
     second.shutdown().await.unwrap();
     first.stop().await;
 }
+
+/// The database goes away under a running server: `/readyz` says so, a
+/// write fails with a server error and stores nothing, and once the
+/// database is back the same server recovers without a restart.
+#[tokio::test]
+async fn readiness_follows_the_database_and_the_server_recovers() {
+    if fleetward_testpg::shared().is_none() {
+        return;
+    }
+    // A server of our own: the shared one must stay up for other tests.
+    let mut pg = fleetward_testpg::PgServer::start().unwrap();
+    let server = TestServer::start_on(pg.create_database()).await;
+    let ready = server
+        .call(None, reqwest::Method::GET, "/readyz", None)
+        .await;
+    assert_eq!(ready.status, StatusCode::OK, "{:?}", ready.body);
+
+    pg.pause();
+    let down = server
+        .call(None, reqwest::Method::GET, "/readyz", None)
+        .await;
+    assert_eq!(
+        down.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        down.body
+    );
+    let refused = server
+        .post(
+            &server.admin,
+            "/api/v1/devices",
+            json!({"id": "while-down", "hardware": "rev1"}),
+        )
+        .await;
+    assert!(
+        refused.status.is_server_error(),
+        "{} {:?}",
+        refused.status,
+        refused.body
+    );
+
+    pg.resume();
+    // Recovery, not timing: poll with a generous bound.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let ready = server
+            .call(None, reqwest::Method::GET, "/readyz", None)
+            .await;
+        if ready.status == StatusCode::OK {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The token cache may have outlived the outage; the API works again.
+    server.register("after-outage", "rev1", None, &[]).await;
+    let missing = server
+        .get(&server.admin, "/api/v1/devices/while-down")
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "nothing half-stored");
+    let verified = server.get(&server.admin, "/api/v1/events/verify").await;
+    assert_eq!(verified.body["ok"], true, "{:?}", verified.body);
+    server.stop().await;
+    drop(pg);
+}

@@ -9,6 +9,7 @@
 //! Every mutating method takes the [`AuditEntry`] that describes it and
 //! writes both in one transaction.
 
+pub mod copy;
 pub mod events;
 mod identity;
 pub mod lease;
@@ -24,6 +25,7 @@ use async_trait::async_trait;
 use fleetward_core::{DeviceId, query::Expr};
 use time::OffsetDateTime;
 
+pub use copy::{CopyReport, copy_sqlite_to_postgres};
 pub use events::{EventFilter, EventLog};
 pub use identity::*;
 pub use lease::Leases;

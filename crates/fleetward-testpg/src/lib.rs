@@ -237,9 +237,16 @@ impl PgServer {
         // shutdown) and deletes the directory once its stdin closes.
         let script = r#"
             dir="$1"; log="$2"; shift 2
-            "$@" >"$log" 2>&1 &
+            "$@" >>"$log" 2>&1 &
             pid=$!
-            read -r cmd || cmd=stop
+            while :; do
+                read -r cmd || cmd=stop
+                case "$cmd" in
+                    pause) kill -INT "$pid" 2>/dev/null; wait "$pid" 2>/dev/null ;;
+                    resume) "$@" >>"$log" 2>&1 & pid=$! ;;
+                    *) break ;;
+                esac
+            done
             kill -INT "$pid" 2>/dev/null
             wait "$pid" 2>/dev/null
             [ "$cmd" = keep ] || rm -rf "$dir"
@@ -287,14 +294,7 @@ impl PgServer {
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let ready = Command::new(bindir.join("pg_isready"))
-                .args(["-h", "127.0.0.1", "-U", "postgres", "-p"])
-                .arg(port.to_string())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ready {
+            if server.is_ready() {
                 return Ok(server);
             }
             let log_text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -313,6 +313,52 @@ impl PgServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Whether the server accepts connections now.
+    pub fn is_ready(&self) -> bool {
+        Command::new(self.bindir.join("pg_isready"))
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-p"])
+            .arg(self.port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Stops the server (fast shutdown: sessions are cut) until
+    /// [`PgServer::resume`], for tests of a database going away. Only on a
+    /// server of one's own, not the [`shared`] one.
+    pub fn pause(&mut self) {
+        self.tell(b"pause\n");
+        self.wait_until(false);
+    }
+
+    /// Starts the paused server again, on the same port and data.
+    pub fn resume(&mut self) {
+        self.tell(b"resume\n");
+        self.wait_until(true);
+    }
+
+    fn tell(&mut self, command: &[u8]) {
+        let stdin = self.keeper_stdin.as_mut().expect("the keeper is running");
+        stdin.write_all(command).expect("telling the keeper");
+        stdin.flush().expect("telling the keeper");
+    }
+
+    /// Waits (boundedly: this is start-up, not a timed assertion) until the
+    /// server's readiness is `ready`.
+    fn wait_until(&self, ready: bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.is_ready() != ready {
+            assert!(
+                Instant::now() < deadline,
+                "postgres on port {} never became {}",
+                self.port,
+                if ready { "ready" } else { "unavailable" }
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The URL of database `name` on this server.

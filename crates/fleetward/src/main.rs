@@ -82,6 +82,8 @@ pub enum Command {
     /// The tamper-evident security-event log: list, show, export, verify.
     #[command(subcommand)]
     Events(cmd::events::EventsCommand),
+    /// Move an installation from SQLite to PostgreSQL (event chain intact, verified).
+    Migrate(cmd::migrate::MigrateArgs),
     /// Server settings.
     #[command(subcommand)]
     Settings(cmd::settings::SettingsCommand),

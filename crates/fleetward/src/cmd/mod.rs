@@ -7,6 +7,7 @@ pub mod device;
 pub mod events;
 pub mod identity;
 pub mod keys;
+pub mod migrate;
 pub mod monitor_config;
 pub mod release;
 pub mod rollout;
@@ -41,6 +42,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit(command) => audit::run(&api_client(&cli)?, cli.json, command).await,
         Command::Events(command) => events::run(&cli, command).await,
+        Command::Migrate(args) => migrate::run(&cli, args).await,
         Command::Settings(command) => settings::run(&api_client(&cli)?, cli.json, command).await,
         Command::Whoami => {
             let me: WhoAmI = api_client(&cli)?.get("/api/v1/whoami", &[]).await?;
