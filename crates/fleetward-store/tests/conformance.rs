@@ -2316,6 +2316,85 @@ mod rollouts {
         .await;
     }
 
+    /// A retry that would give a device a second unfinished execution (it
+    /// joined another rollout meanwhile) is `None` and changes nothing; the
+    /// store goes on working, and the retry succeeds once the device is free.
+    #[tokio::test]
+    async fn a_retry_never_gives_a_device_two_unfinished_executions() {
+        each_backend(|store| async move {
+            fleet(&*store).await;
+            store
+                .create_rollout(
+                    &rollout("r1", "2.0.0"),
+                    &everything(),
+                    by_parity(),
+                    true,
+                    &audit("rollout.create"),
+                )
+                .await
+                .unwrap();
+            let d0 = DeviceId::parse("d0").unwrap();
+            let id = store.open_execution(&d0).await.unwrap().unwrap().id;
+            let failed = ExecutionState::Failed {
+                kind: FailureKind::Download,
+                reason: "mirror down".into(),
+            };
+            assert!(
+                store
+                    .transition_execution(
+                        id,
+                        &ExecutionState::Queued,
+                        &failed,
+                        "device:d0",
+                        None,
+                        None,
+                        now()
+                    )
+                    .await
+                    .unwrap()
+            );
+            // d0 is free now, so the 3.0.0 rollout takes it.
+            let outcome = store
+                .create_rollout(
+                    &rollout("r2", "3.0.0"),
+                    &everything(),
+                    by_parity(),
+                    false,
+                    &audit("rollout.create"),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                (outcome.queued, outcome.busy),
+                (2, 2),
+                "d0 and d3; d1 and d2 busy"
+            );
+            assert_eq!(
+                store.retry_execution(id, &failed, now()).await.unwrap(),
+                None
+            );
+            let kept = store.execution(id.row).await.unwrap().unwrap();
+            assert_eq!((kept.id, kept.state), (id, failed.clone()));
+            assert_eq!(store.execution_history(id.row).await.unwrap().len(), 2);
+            // Once r2 lets d0 go, the retry goes through.
+            store
+                .abort_rollout("r2", now(), None, &audit("rollout.abort"))
+                .await
+                .unwrap();
+            let next = store.retry_execution(id, &failed, now()).await.unwrap();
+            assert_eq!(next.map(|n| n.attempt), Some(2));
+            assert_eq!(
+                store
+                    .open_execution(&d0)
+                    .await
+                    .unwrap()
+                    .map(|e| e.rollout_id),
+                Some("r1".to_owned())
+            );
+        })
+        .await;
+    }
+
     /// Replicas racing on one rollout: releases never pass the cap, a
     /// device is offered once, one of two racing transitions wins, and an
     /// abort cancels every execution whatever transitions race it.
