@@ -2315,6 +2315,255 @@ mod rollouts {
         })
         .await;
     }
+
+    /// A retry that would give a device a second unfinished execution (it
+    /// joined another rollout meanwhile) is `None` and changes nothing; the
+    /// store goes on working, and the retry succeeds once the device is free.
+    #[tokio::test]
+    async fn a_retry_never_gives_a_device_two_unfinished_executions() {
+        each_backend(|store| async move {
+            fleet(&*store).await;
+            store
+                .create_rollout(
+                    &rollout("r1", "2.0.0"),
+                    &everything(),
+                    by_parity(),
+                    true,
+                    &audit("rollout.create"),
+                )
+                .await
+                .unwrap();
+            let d0 = DeviceId::parse("d0").unwrap();
+            let id = store.open_execution(&d0).await.unwrap().unwrap().id;
+            let failed = ExecutionState::Failed {
+                kind: FailureKind::Download,
+                reason: "mirror down".into(),
+            };
+            assert!(
+                store
+                    .transition_execution(
+                        id,
+                        &ExecutionState::Queued,
+                        &failed,
+                        "device:d0",
+                        None,
+                        None,
+                        now()
+                    )
+                    .await
+                    .unwrap()
+            );
+            // d0 is free now, so the 3.0.0 rollout takes it.
+            let outcome = store
+                .create_rollout(
+                    &rollout("r2", "3.0.0"),
+                    &everything(),
+                    by_parity(),
+                    false,
+                    &audit("rollout.create"),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                (outcome.queued, outcome.busy),
+                (2, 2),
+                "d0 and d3; d1 and d2 busy"
+            );
+            assert_eq!(
+                store.retry_execution(id, &failed, now()).await.unwrap(),
+                None
+            );
+            let kept = store.execution(id.row).await.unwrap().unwrap();
+            assert_eq!((kept.id, kept.state), (id, failed.clone()));
+            assert_eq!(store.execution_history(id.row).await.unwrap().len(), 2);
+            // Once r2 lets d0 go, the retry goes through.
+            store
+                .abort_rollout("r2", now(), None, &audit("rollout.abort"))
+                .await
+                .unwrap();
+            let next = store.retry_execution(id, &failed, now()).await.unwrap();
+            assert_eq!(next.map(|n| n.attempt), Some(2));
+            assert_eq!(
+                store
+                    .open_execution(&d0)
+                    .await
+                    .unwrap()
+                    .map(|e| e.rollout_id),
+                Some("r1".to_owned())
+            );
+        })
+        .await;
+    }
+
+    /// Replicas racing on one rollout: releases never pass the cap, a
+    /// device is offered once, one of two racing transitions wins, and an
+    /// abort cancels every execution whatever transitions race it.
+    #[tokio::test]
+    async fn replicas_racing_on_a_rollout_never_break_its_rules() {
+        for backend in backends().await {
+            eprintln!("conformance on {}", backend.name);
+            let store = backend.store.clone();
+            let names: Vec<String> = (0..20).map(|n| format!("c{n:02}")).collect();
+            let devices: Vec<_> = names
+                .iter()
+                .map(|id| device(id, "rev2", Some("1.0.0"), &[]))
+                .collect();
+            store
+                .register_devices(&devices, now(), &audit("device.register"))
+                .await
+                .unwrap();
+            store
+                .insert_artifact(&artifact(1), &audit("a"))
+                .await
+                .unwrap();
+            store
+                .insert_release(&release("2.0.0", "rev2", 1), &audit("r"))
+                .await
+                .unwrap();
+            store
+                .create_rollout(
+                    &rollout("r1", "2.0.0"),
+                    &everything(),
+                    by_parity(),
+                    true,
+                    &audit("rollout.create"),
+                )
+                .await
+                .unwrap();
+            let replicas = backend.replicas(3).await;
+
+            // Twelve releases of up to 3 each against a cap of 7.
+            let mut tasks = Vec::new();
+            for replica in replicas.iter().cycle().take(12) {
+                let replica = replica.clone();
+                tasks.push(tokio::spawn(async move {
+                    replica
+                        .release_executions("r1", 1, Some(7), 3, now())
+                        .await
+                        .unwrap()
+                }));
+            }
+            let mut released = 0;
+            for task in tasks {
+                released += task.await.unwrap();
+            }
+            assert_eq!(released, 7, "{}: the cap holds", backend.name);
+            let counted: u64 = store
+                .rollout_counts("r1")
+                .await
+                .unwrap()
+                .iter()
+                .map(|c| c.released)
+                .sum();
+            assert_eq!(counted, 7, "{}", backend.name);
+
+            // Every replica serves every device at once: one offer each.
+            let mut tasks = Vec::new();
+            for name in &names {
+                for replica in &replicas {
+                    let replica = replica.clone();
+                    let device = DeviceId::parse(name).unwrap();
+                    tasks.push(tokio::spawn(async move {
+                        replica.serve_execution(&device, now()).await.unwrap()
+                    }));
+                }
+            }
+            let mut offered = Vec::new();
+            for task in tasks {
+                if let Some(execution) = task.await.unwrap() {
+                    assert_eq!(execution.state, ExecutionState::Offered);
+                    offered.push(execution.id);
+                }
+            }
+            offered.sort_by_key(|id| id.row);
+            offered.dedup();
+            assert_eq!(offered.len(), 7, "{}", backend.name);
+            for id in &offered {
+                let history = store.execution_history(id.row).await.unwrap();
+                assert_eq!(history.len(), 2, "{}: queued, offered once", backend.name);
+            }
+
+            // Two replicas report the same step for each: one wins.
+            let mut tasks = Vec::new();
+            for id in &offered[..3] {
+                for replica in replicas.iter().take(2) {
+                    let (replica, id) = (replica.clone(), *id);
+                    tasks.push(tokio::spawn(async move {
+                        replica
+                            .transition_execution(
+                                id,
+                                &ExecutionState::Offered,
+                                &ExecutionState::Downloading,
+                                "device",
+                                None,
+                                None,
+                                now(),
+                            )
+                            .await
+                            .unwrap()
+                    }));
+                }
+            }
+            let mut won = 0;
+            for task in tasks {
+                won += usize::from(task.await.unwrap());
+            }
+            assert_eq!(won, 3, "{}: one of each pair", backend.name);
+
+            // An abort racing the rest of the devices' reports still
+            // cancels every execution (none had started installing).
+            let mut tasks = Vec::new();
+            for (n, id) in offered.iter().enumerate() {
+                let replica = replicas[n % replicas.len()].clone();
+                let (id, from) = if n < 3 {
+                    (*id, ExecutionState::Downloading)
+                } else {
+                    (*id, ExecutionState::Offered)
+                };
+                let to = if n < 3 {
+                    ExecutionState::Downloaded
+                } else {
+                    ExecutionState::Downloading
+                };
+                tasks.push(tokio::spawn(async move {
+                    replica
+                        .transition_execution(id, &from, &to, "device", None, None, now())
+                        .await
+                        .unwrap();
+                }));
+            }
+            let aborter = replicas[1].clone();
+            let abort = tokio::spawn(async move {
+                aborter
+                    .abort_rollout("r1", now(), None, &audit("rollout.abort"))
+                    .await
+                    .unwrap()
+            });
+            for task in tasks {
+                task.await.unwrap();
+            }
+            assert_eq!(abort.await.unwrap(), 20, "{}", backend.name);
+            let filter = ExecutionFilter {
+                rollout_id: Some("r1".into()),
+                ..Default::default()
+            };
+            for execution in store.list_executions(&filter, None, 100).await.unwrap() {
+                assert_eq!(
+                    execution.state,
+                    ExecutionState::Cancelled,
+                    "{}: {}",
+                    backend.name,
+                    execution.device_id
+                );
+            }
+            for replica in replicas {
+                if backend.name == "postgres" {
+                    replica.close().await;
+                }
+            }
+            store.close().await;
+        }
+    }
 }
 
 fn telemetry(n: i64) -> fleetward_store::TelemetryRecord {
