@@ -279,6 +279,15 @@ pub struct SimFleet {
     stats: Arc<SimStats>,
 }
 
+impl std::fmt::Debug for SimFleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimFleet")
+            .field("devices", &self.devices.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
 impl SimFleet {
     /// Enrols `sim.devices` agents (`sim.concurrency` at a time).
     pub async fn enrol(sim: &SimConfig) -> Result<SimFleet> {

@@ -377,7 +377,12 @@ async fn rollouts_show_their_phases_and_operators_pause_and_resume_them() {
     .await;
     for n in 0..4 {
         server
-            .register(&format!("r-{n}"), "rev2", Some("1.3.0"), &[("ring", "beta")])
+            .register(
+                &format!("r-{n}"),
+                "rev2",
+                Some("1.3.0"),
+                &[("ring", "beta")],
+            )
             .await;
     }
     let created = server
@@ -420,7 +425,9 @@ async fn rollouts_show_their_phases_and_operators_pause_and_resume_them() {
     )
     .await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
-    let state = server.get(&server.admin, &format!("/api/v1/rollouts/{id}")).await;
+    let state = server
+        .get(&server.admin, &format!("/api/v1/rollouts/{id}"))
+        .await;
     assert_eq!(state.body["state"], "running");
 
     let paused = post_form(
@@ -431,7 +438,9 @@ async fn rollouts_show_their_phases_and_operators_pause_and_resume_them() {
     )
     .await;
     assert_eq!(paused.status, StatusCode::SEE_OTHER, "{}", paused.body);
-    let state = server.get(&server.admin, &format!("/api/v1/rollouts/{id}")).await;
+    let state = server
+        .get(&server.admin, &format!("/api/v1/rollouts/{id}"))
+        .await;
     assert_eq!(state.body["state"], "paused");
     let page = get(&server, Some(&operator), &format!("/console/rollouts/{id}")).await;
     assert!(page.body.contains(">Resume<") && page.body.contains("Paused: "));
@@ -443,7 +452,9 @@ async fn rollouts_show_their_phases_and_operators_pause_and_resume_them() {
     )
     .await;
     assert_eq!(resumed.status, StatusCode::SEE_OTHER);
-    let state = server.get(&server.admin, &format!("/api/v1/rollouts/{id}")).await;
+    let state = server
+        .get(&server.admin, &format!("/api/v1/rollouts/{id}"))
+        .await;
     assert_eq!(state.body["state"], "running");
     server.stop().await;
 }

@@ -12,10 +12,9 @@ mod support;
 use std::collections::BTreeSet;
 
 use fleetward_core::{DeviceId, ReleaseState};
-use fleetward_store::{ArtifactRecord, AuditEntry, ReleaseRecord, ReleaseTransition};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{EnrolledDevice, TestServer, audit, plant_releases};
+use support::{EnrolledDevice, TestServer, plant_releases};
 
 async fn standard_releases(server: &TestServer) {
     plant_releases(

@@ -144,10 +144,9 @@ impl Client {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| anyhow::Error::new(Unreachable(self.base.clone())).context(e.to_string()))?;
+        let response = request.send().await.map_err(|e| {
+            anyhow::Error::new(Unreachable(self.base.clone())).context(e.to_string())
+        })?;
         let status = response.status();
         anyhow::ensure!(status.is_success(), "GET {path}: {status}");
         Ok(response

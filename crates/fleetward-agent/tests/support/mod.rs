@@ -293,7 +293,11 @@ pub async fn offer_release(
         .send()
         .await
         .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED, "creating the rollout");
+    assert_eq!(
+        created.status(),
+        StatusCode::CREATED,
+        "creating the rollout"
+    );
     let rollout: Value = created.json().await.unwrap();
     let id = rollout["rollout"]["id"].as_str().unwrap().to_owned();
     if device.ends_with('*') {

@@ -38,14 +38,6 @@ pub enum Metric {
 }
 
 impl Metric {
-    const ALL: [Metric; 5] = [
-        Metric::Cpu,
-        Metric::Memory,
-        Metric::Temperature,
-        Metric::NetworkRx,
-        Metric::NetworkTx,
-    ];
-
     fn name(self) -> &'static str {
         match self {
             Metric::Cpu => "cpu_percent",
@@ -353,8 +345,14 @@ mod tests {
         let policy = DetectionPolicy::default();
         let interval = Duration::seconds(60);
         let d = id("d1");
-        assert!(watch.poll(&d, interval, t(0), &policy).is_none(), "first poll");
-        assert!(watch.poll(&d, interval, t(60), &policy).is_none(), "on time");
+        assert!(
+            watch.poll(&d, interval, t(0), &policy).is_none(),
+            "first poll"
+        );
+        assert!(
+            watch.poll(&d, interval, t(60), &policy).is_none(),
+            "on time"
+        );
         let early = watch.poll(&d, interval, t(61), &policy).unwrap();
         assert_eq!(early.kind, EventKind::OffSchedule);
         assert!(watch.poll(&d, interval, t(62), &policy).is_none(), "quiet");
@@ -374,7 +372,11 @@ mod tests {
         };
         for n in 0..40 {
             let cpu = 10.0 + f64::from(n % 5);
-            assert!(watch.telemetry(&d, &sample(cpu), t(n.into()), &policy).is_empty());
+            assert!(
+                watch
+                    .telemetry(&d, &sample(cpu), t(n.into()), &policy)
+                    .is_empty()
+            );
         }
         let found = watch.telemetry(&d, &sample(98.0), t(100), &policy);
         assert_eq!(found.len(), 1);
@@ -385,7 +387,11 @@ mod tests {
             let cpu = 90.0 + f64::from(n % 9);
             watch.telemetry(&busy, &sample(cpu), t(n.into()), &policy);
         }
-        assert!(watch.telemetry(&busy, &sample(98.0), t(100), &policy).is_empty());
+        assert!(
+            watch
+                .telemetry(&busy, &sample(98.0), t(100), &policy)
+                .is_empty()
+        );
     }
 
     #[test]
@@ -407,7 +413,10 @@ mod tests {
                     .is_empty()
             );
         }
-        assert!(watch.telemetry(&d, &sample(5), t(400), &policy).is_empty(), "reset");
+        assert!(
+            watch.telemetry(&d, &sample(5), t(400), &policy).is_empty(),
+            "reset"
+        );
         let flood = watch.telemetry(&d, &sample(5 + 10_000_000), t(410), &policy);
         assert_eq!(flood.len(), 1, "{flood:?}");
     }
@@ -427,12 +436,22 @@ mod tests {
         };
         check("1.1.0", Some("1.0.0"), None);
         check("1.0.0", Some("1.0.0"), None);
-        check("0.0.1-evil", Some("1.0.0"), Some(EventKind::UnapprovedFirmware));
+        check(
+            "0.0.1-evil",
+            Some("1.0.0"),
+            Some(EventKind::UnapprovedFirmware),
+        );
         check("1.0.0", Some("1.1.0"), Some(EventKind::Downgrade));
         check("9.9.9", None, None);
-        assert!(watch.version(&d, "6.6.6", Some("1.0.0"), &released, t(0)).is_some());
         assert!(
-            watch.version(&d, "6.6.6", Some("1.0.0"), &released, t(1)).is_none(),
+            watch
+                .version(&d, "6.6.6", Some("1.0.0"), &released, t(0))
+                .is_some()
+        );
+        assert!(
+            watch
+                .version(&d, "6.6.6", Some("1.0.0"), &released, t(1))
+                .is_none(),
             "not repeated within the hour"
         );
     }

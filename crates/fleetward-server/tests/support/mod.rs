@@ -342,7 +342,10 @@ pub fn audit() -> fleetward_store::AuditEntry {
 }
 
 /// Plants releases `(version, hardware, state)`, each with its own artifact.
-pub async fn plant_releases(server: &TestServer, releases: &[(&str, &str, fleetward_core::ReleaseState)]) {
+pub async fn plant_releases(
+    server: &TestServer,
+    releases: &[(&str, &str, fleetward_core::ReleaseState)],
+) {
     let store = server.store().await;
     let now = time::OffsetDateTime::now_utc();
     for (n, (version, hardware, state)) in releases.iter().enumerate() {
@@ -373,8 +376,15 @@ pub async fn plant_releases(server: &TestServer, releases: &[(&str, &str, fleetw
             .await
             .unwrap();
         let mut from = fleetward_core::ReleaseState::Draft;
-        for step in [fleetward_core::ReleaseState::Signed, fleetward_core::ReleaseState::Published, *state] {
-            if step == from || (step == fleetward_core::ReleaseState::Published && *state == fleetward_core::ReleaseState::Signed) {
+        for step in [
+            fleetward_core::ReleaseState::Signed,
+            fleetward_core::ReleaseState::Published,
+            *state,
+        ] {
+            if step == from
+                || (step == fleetward_core::ReleaseState::Published
+                    && *state == fleetward_core::ReleaseState::Signed)
+            {
                 continue;
             }
             store

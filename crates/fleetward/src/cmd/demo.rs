@@ -215,7 +215,10 @@ impl Demo<'_> {
         step("2/6 Offline release keys: 2 of 3 root keys, 2 of 3 targets keys");
         std::fs::create_dir_all(&self.work)?;
         let keys = self.work.join("release-keys");
-        println!("$ fleetward keys init --dir {} --root-keys 3 --root-threshold 2 --targets-keys 3 --targets-threshold 2", keys.display());
+        println!(
+            "$ fleetward keys init --dir {} --root-keys 3 --root-threshold 2 --targets-keys 3 --targets-threshold 2",
+            keys.display()
+        );
         super::keys::run(
             None,
             false,
@@ -307,7 +310,10 @@ impl Demo<'_> {
             },
         )
         .await?;
-        println!("$ fleetward release sign {RELEASE} --keys {}", keys.display());
+        println!(
+            "$ fleetward release sign {RELEASE} --keys {}",
+            keys.display()
+        );
         super::release::run(
             self.client,
             false,
