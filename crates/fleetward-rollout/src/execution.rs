@@ -209,6 +209,17 @@ impl ExecutionState {
             (ExecutionState::Succeeded, Report::Succeeded { .. })
                 | (ExecutionState::Failed { .. }, Report::Failed { .. })
                 | (ExecutionState::RolledBack { .. }, Report::RolledBack { .. })
+                // A failed health check is reported as a success that failed it.
+                | (
+                    ExecutionState::Failed {
+                        kind: FailureKind::HealthCheck,
+                        ..
+                    },
+                    Report::Succeeded {
+                        health_check_passed: false,
+                        ..
+                    }
+                )
         )
     }
 

@@ -762,3 +762,52 @@ async fn bad_settings_are_refused_and_nothing_is_stored() {
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_device_matched_by_two_rollouts_belongs_to_the_first_until_it_finishes() {
+    let server = TestServer::start().await;
+    standard_releases(&server).await;
+    plant_releases(&server, &[("1.7.0", "rev2", ReleaseState::Published)]).await;
+    let x = device(&server, "dev-x", &[]).await;
+    let first = create(&server, json!({"release": "1.4.0", "target": "id = dev-x"})).await;
+    assert_eq!(first.body["queued"], 1, "{:?}", first.body);
+    let first_id = first.body["rollout"]["id"].as_str().unwrap().to_owned();
+    // A once-rollout finding only busy devices is empty: refused.
+    let refused = create(&server, json!({"release": "1.7.0", "target": "id = dev-x"})).await;
+    assert_eq!(refused.code(), "empty_target", "{:?}", refused.body);
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another")
+    );
+    let second = create(
+        &server,
+        json!({"release": "1.7.0", "target": "id = dev-x", "continuous": true}),
+    )
+    .await;
+    assert_eq!(
+        (second.body["queued"].clone(), second.body["busy"].clone()),
+        (json!(0), json!(1))
+    );
+    let second_id = second.body["rollout"]["id"].as_str().unwrap().to_owned();
+    server
+        .wait_for_rollout(&first_id, |r| r["totals"]["released"] == 1)
+        .await;
+    let (name, custom) = director(&server, &x).await.unwrap();
+    assert_eq!(
+        (name.as_str(), custom["rollout_id"].as_str()),
+        ("rev2/1.4.0/fw.img", Some(first_id.as_str()))
+    );
+    install(&server, &x, true).await.unwrap();
+    // Finished there: the continuous rollout takes it next.
+    server
+        .wait_for_rollout(&second_id, |r| r["totals"]["released"] == 1)
+        .await;
+    let (name, custom) = director(&server, &x).await.unwrap();
+    assert_eq!(
+        (name.as_str(), custom["rollout_id"].as_str()),
+        ("rev2/1.7.0/fw.img", Some(second_id.as_str()))
+    );
+    server.stop().await;
+}

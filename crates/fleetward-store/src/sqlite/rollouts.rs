@@ -225,13 +225,13 @@ async fn queue_in(
     qb.push_bind(rollout_seq);
     qb.push(" AND e.device_id = d.id) AND ");
     push_predicate(&mut qb, target, TagForm::Exists);
-    let rows = qb.build().fetch_all(&mut **tx).await?;
+    // Plain tuples, not rows: a million of them must stay small.
+    let rows: Vec<(String, bool)> = qb.build_query_as().fetch_all(&mut **tx).await?;
     let mut outcome = QueueOutcome::default();
     let now = to_millis(at);
     let mut chosen: Vec<(String, u32)> = Vec::with_capacity(rows.len());
-    for row in rows {
-        let id: String = row.try_get("id")?;
-        if row.try_get::<bool, _>("busy")? {
+    for (id, busy) in rows {
+        if busy {
             outcome.busy += 1;
             continue;
         }
