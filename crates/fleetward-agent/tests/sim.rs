@@ -67,16 +67,56 @@ async fn simulated_devices_update_and_roll_back() {
         "{}",
         stats.summary()
     );
+    // Eight failures out of 32 paused that rollout by itself (more than the
+    // 5 % allowed), as it should: the next case gets a rollout of its own.
+    let paused = server.get("/api/v1/rollouts").await;
+    assert_eq!(paused["items"][0]["state"], "paused", "{paused}");
+    offer_release(&server, "old-*", "1.2.0", "old", &image(64 * 1024, 10)).await;
     let rollback = fleetward_agent::sim::SimConfig {
         token: server.enroll_token(4).await,
         devices: 4,
         id_prefix: "old-".into(),
+        hardware: "old".into(),
         rollback_rate: 1.0,
         rounds: 1,
         work_dir: work.path().join("old"),
         ..sim
     };
-    let (stats, _) = fleetward_agent::sim::run(rollback).await.unwrap();
+    // Late enrolments are reached by the continuous rollout on its next
+    // ticks (queued, then let out): wait for that before the one round.
+    let mut fleet = fleetward_agent::sim::SimFleet::enrol(&rollback)
+        .await
+        .unwrap();
+    let rollouts = server.get("/api/v1/rollouts").await;
+    let id = rollouts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["release"] == "1.2.0")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ready = 0;
+    for _ in 0..200 {
+        let executions = server
+            .get(&format!("/api/v1/rollouts/{id}/executions?limit=1000"))
+            .await;
+        ready = executions["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["state"] != "queued")
+            .count();
+        if ready == 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(ready, 4, "the rollout let the late devices out");
+    fleet.round(&rollback).await;
+    fleet.flush().await;
+    let stats = fleet.stats();
     assert_eq!(
         stats.refused.load(Ordering::Relaxed),
         4,
