@@ -505,6 +505,15 @@ impl Agent {
         {
             return Ok(PollOutcome::Stopped);
         }
+        // Recorded before the switch: a power cut between the two then
+        // reads as "switched", and a device that comes back on its old
+        // slot reports a roll-back instead of writing over the old slot
+        // while the new one may still be on trial.
+        let mut state = self.state()?;
+        pending.phase = Phase::Rebooting;
+        pending.switched_in_boot = self.installer.boot_id();
+        state.pending = Some(pending);
+        self.dir.save(&state)?;
         if let Err(error) = self.installer.activate() {
             self.installer.discard()?;
             let mut state = self.state()?;
@@ -515,11 +524,6 @@ impl Agent {
                 .await?;
             return Err(error);
         }
-        let mut state = self.state()?;
-        pending.phase = Phase::Rebooting;
-        pending.switched_in_boot = self.installer.boot_id();
-        state.pending = Some(pending);
-        self.dir.save(&state)?;
         self.execution(&offer, step(ExecutionStep::Rebooting))
             .await?;
         Ok(PollOutcome::RebootRequired(offer.release))
