@@ -131,10 +131,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return simulate(args).await;
     }
     if let Command::Hash { file } = &cli.command {
-        use sha2::Digest as _;
         use std::io::Read as _;
         let mut input = std::fs::File::open(file).with_context(|| file.display().to_string())?;
-        let mut hasher = sha2::Sha256::new();
+        let mut hasher = fleetward_agent::agent::ImageHash::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = input.read(&mut buf)?;
@@ -143,7 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             hasher.update(&buf[..n]);
         }
-        println!("{}  {}", hex::encode(hasher.finalize()), file.display());
+        println!("{}  {}", hasher.finish_hex(), file.display());
         return Ok(());
     }
     let mut config = AgentConfig::load(&cli.config)?;
