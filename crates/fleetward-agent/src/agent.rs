@@ -22,7 +22,6 @@ use fleetward_wire::device::{
 };
 use fleetward_wire::identity::DeviceSelf;
 use futures::StreamExt as _;
-use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 
 use crate::config::AgentConfig;
@@ -505,6 +504,15 @@ impl Agent {
         {
             return Ok(PollOutcome::Stopped);
         }
+        // Recorded before the switch: a power cut between the two then
+        // reads as "switched", and a device that comes back on its old
+        // slot reports a roll-back instead of writing over the old slot
+        // while the new one may still be on trial.
+        let mut state = self.state()?;
+        pending.phase = Phase::Rebooting;
+        pending.switched_in_boot = self.installer.boot_id();
+        state.pending = Some(pending);
+        self.dir.save(&state)?;
         if let Err(error) = self.installer.activate() {
             self.installer.discard()?;
             let mut state = self.state()?;
@@ -515,11 +523,6 @@ impl Agent {
                 .await?;
             return Err(error);
         }
-        let mut state = self.state()?;
-        pending.phase = Phase::Rebooting;
-        pending.switched_in_boot = self.installer.boot_id();
-        state.pending = Some(pending);
-        self.dir.save(&state)?;
         self.execution(&offer, step(ExecutionStep::Rebooting))
             .await?;
         Ok(PollOutcome::RebootRequired(offer.release))
@@ -529,14 +532,14 @@ impl Agent {
     /// attempt stopped; the hash and length are checked on the way.
     async fn download(&mut self, pending: &mut Pending) -> Result<()> {
         let offer = pending.offer.clone();
-        let mut hasher = Sha256::new();
+        let mut hasher = ImageHash::new();
         let opened = self
             .installer
             .open(pending.written, &mut |bytes| hasher.update(bytes));
         if let Err(error) = opened {
             tracing::info!(%error, "cannot resume; starting over");
             pending.written = 0;
-            hasher = Sha256::new();
+            hasher = ImageHash::new();
             self.installer.open(0, &mut |_| {})?;
         }
         let mut written = pending.written;
@@ -551,7 +554,7 @@ impl Agent {
                 // The server ignored the range: start over.
                 pending.written = 0;
                 written = 0;
-                hasher = Sha256::new();
+                hasher = ImageHash::new();
                 self.installer.open(0, &mut |_| {})?;
             } else if written > 0 {
                 let range = response
@@ -575,6 +578,9 @@ impl Agent {
             }
             let mut stream = response.bytes_stream();
             let mut since_sync = 0u64;
+            let started = std::time::Instant::now();
+            let started_at = written;
+            let min_rate = self.config.limits.min_download_rate;
             let timeout = Duration::from_secs(self.config.limits.request_timeout_secs);
             loop {
                 let chunk = match tokio::time::timeout(timeout, stream.next()).await {
@@ -600,6 +606,15 @@ impl Agent {
                 hasher.update(&chunk);
                 written += chunk.len() as u64;
                 since_sync += chunk.len() as u64;
+                // Slow retrieval: a server that trickles bytes to hold the
+                // device on old software is cut off (progress is kept).
+                let elapsed = started.elapsed().as_secs();
+                if elapsed >= 30 && (written - started_at) / elapsed < min_rate {
+                    self.save_progress(pending, written)?;
+                    return Err(AgentError::Network(format!(
+                        "the download is slower than {min_rate} bytes/s"
+                    )));
+                }
                 if since_sync >= SYNC_EVERY {
                     self.save_progress(pending, written)?;
                     since_sync = 0;
@@ -613,7 +628,7 @@ impl Agent {
                 offer.length
             )));
         }
-        let sha256 = hex::encode(hasher.finalize());
+        let sha256 = hasher.finish_hex();
         if sha256 != offer.sha256 {
             return Err(Refusal::Mismatch(format!(
                 "the image's sha256 is {sha256}; {} was signed",
@@ -782,6 +797,37 @@ impl Agent {
 
 fn same_image(a: &DirectorOffer, b: &DirectorOffer) -> bool {
     a.sha256 == b.sha256 && a.length == b.length && a.target_name == b.target_name
+}
+
+/// SHA-256 of an image as it streams. `ring`'s implementation (already
+/// linked for TLS) uses the CPU's SHA extensions where present, which
+/// keeps hashing as fast as `openssl dgst` (see BENCHMARKS.md).
+pub struct ImageHash(ring::digest::Context);
+
+impl ImageHash {
+    pub fn new() -> Self {
+        ImageHash(ring::digest::Context::new(&ring::digest::SHA256))
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    pub fn finish_hex(self) -> String {
+        hex::encode(self.0.finish().as_ref())
+    }
+}
+
+impl Default for ImageHash {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for ImageHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ImageHash")
+    }
 }
 
 /// `dir/name` → `dir/<sha256>.name` (TUF consistent snapshots).

@@ -82,8 +82,29 @@ struct SimArgs {
     work_dir: Option<PathBuf>,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // One device, one thread: a current-thread runtime keeps the agent's
+    // memory small; the simulator runs thousands of agents and wants all cores.
+    let runtime = if matches!(cli.command, Command::Sim(_)) {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    match runtime {
+        Ok(runtime) => runtime.block_on(async_main(cli)),
+        Err(error) => {
+            eprintln!("error: starting the runtime: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn async_main(cli: Cli) -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLEETWARD_LOG")
@@ -91,7 +112,7 @@ async fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()).await {
+    match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -131,10 +152,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return simulate(args).await;
     }
     if let Command::Hash { file } = &cli.command {
-        use sha2::Digest as _;
         use std::io::Read as _;
         let mut input = std::fs::File::open(file).with_context(|| file.display().to_string())?;
-        let mut hasher = sha2::Sha256::new();
+        let mut hasher = fleetward_agent::agent::ImageHash::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = input.read(&mut buf)?;
@@ -143,7 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             hasher.update(&buf[..n]);
         }
-        println!("{}  {}", hex::encode(hasher.finalize()), file.display());
+        println!("{}  {}", hasher.finish_hex(), file.display());
         return Ok(());
     }
     let mut config = AgentConfig::load(&cli.config)?;

@@ -291,6 +291,9 @@ impl std::fmt::Debug for SimFleet {
 impl SimFleet {
     /// Enrols `sim.devices` agents (`sim.concurrency` at a time).
     pub async fn enrol(sim: &SimConfig) -> Result<SimFleet> {
+        // Simulated devices do not lose power; their fsyncs would only
+        // measure the shared disk.
+        crate::state::set_durable(false);
         std::fs::create_dir_all(&sim.work_dir)
             .map_err(|e| crate::AgentError::io(&sim.work_dir, e))?;
         crate::state::write_atomic(&sim.work_dir.join("ca.pem"), &sim.ca_pem, 0o644)?;

@@ -216,6 +216,13 @@ fn route_table() -> Vec<Route> {
             None,
             Some(P::FleetRead),
         ),
+        route(
+            Method::GET,
+            "/api/v1/devices/{id}/telemetry",
+            "/api/v1/devices/dev-1/telemetry",
+            None,
+            Some(P::FleetRead),
+        ),
         // Signed releases.
         route(
             Method::POST,
