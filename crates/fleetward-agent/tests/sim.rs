@@ -67,17 +67,7 @@ async fn simulated_devices_update_and_roll_back() {
         "{}",
         stats.summary()
     );
-    // Eight failures out of 32 paused that rollout by itself (more than the
-    // 5 % allowed), as it should: the next case gets a rollout of its own.
-    let mut state = serde_json::Value::Null;
-    for _ in 0..200 {
-        state = server.get("/api/v1/rollouts").await["items"][0]["state"].clone();
-        if state == "paused" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(state, "paused");
+    // The anti-rollback case: a release of its own for other hardware.
     offer_release(&server, "old-*", "1.2.0", "old", &image(64 * 1024, 10)).await;
     let rollback = fleetward_agent::sim::SimConfig {
         token: server.enroll_token(4).await,

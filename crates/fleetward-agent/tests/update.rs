@@ -73,10 +73,8 @@ async fn enrol_update_reboot_and_commit() {
     assert_eq!(state.running_version.as_deref(), Some("1.1.0"));
     assert_eq!(state.highest_version.as_deref(), Some("1.1.0"));
     assert!(state.pending.is_none());
-    assert_eq!(
-        agent.poll().await.unwrap(),
-        PollOutcome::UpToDate("1.1.0".into())
-    );
+    // The execution is finished: the director has nothing more to say.
+    assert_eq!(agent.poll().await.unwrap(), PollOutcome::NothingOffered);
     // Committed: later boots stay on B.
     assert_eq!(device.reboot(), Slot::B);
     assert_eq!(device.reboot(), Slot::B);
@@ -126,7 +124,9 @@ async fn a_failed_health_check_or_boot_falls_back_and_reports_rolled_back() {
     );
 
     // A slot that never comes up: the bootloader gives up after the limit.
+    // (The failed rollout paused itself; a new one offers the release again.)
     device.config.health_check = None;
+    support::roll_out(&server, "dev-h", "1.1.0", "rev2").await;
     let mut agent = device.agent();
     assert!(matches!(
         agent.poll().await.unwrap(),
@@ -459,6 +459,7 @@ async fn power_cuts_during_an_update_always_leave_a_bootable_device() {
     for cut in [0usize, 1, 2, 3, 5, 8, 13, 1000] {
         let id = format!("pc-{cut}");
         let device = enrolled(&server, &url, &id, "rev2", "1.0.0").await;
+        support::wait_released(&server, &id).await;
         let installer = fleetward_agent::install::AbFiles::new(
             device.slot("a"),
             device.slot("b"),
@@ -494,6 +495,9 @@ async fn power_cuts_during_an_update_always_leave_a_bootable_device() {
                     break;
                 }
                 PollOutcome::RebootRequired(_) | PollOutcome::RolledBack(_) => {}
+                // The cut install was reported failed: the rollout offers
+                // the release again as a new attempt.
+                PollOutcome::NothingOffered => support::wait_released(&server, &id).await,
                 other => panic!("{id} round {round}: {other:?}"),
             }
         }

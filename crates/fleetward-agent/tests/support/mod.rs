@@ -274,6 +274,12 @@ pub async fn offer_release(
     image: &[u8],
 ) {
     server.publish(version, hardware, image).await;
+    roll_out(server, device, version, hardware).await;
+}
+
+/// Rolls published `version` out to `device` (or, with a trailing `*`,
+/// to all of `hardware`), and waits until a named device's offer is out.
+pub async fn roll_out(server: &Server, device: &str, version: &str, hardware: &str) {
     // Devices get updates only through rollouts: one phase, continuous so
     // that devices enrolling later are reached too.
     let target = match device.strip_suffix('*') {
@@ -289,6 +295,10 @@ pub async fn offer_release(
             "target": target,
             "phases": "100%",
             "continuous": true,
+            // These tests are about the device; a failed install is retried
+            // rather than pausing the rollout.
+            "max_failures": "100%",
+            "retries": 5,
         }))
         .send()
         .await
@@ -303,11 +313,12 @@ pub async fn offer_release(
     if device.ends_with('*') {
         return;
     }
-    // Wait until the engine has queued the device (a tick or two).
+    // Wait until the engine has let the device's execution out (queued,
+    // then released within the phase: a tick or two).
     for _ in 0..200 {
-        let executions: Value = server
+        let rollout: Value = server
             .http
-            .get(format!("{}/api/v1/rollouts/{id}/executions", server.base))
+            .get(format!("{}/api/v1/rollouts/{id}", server.base))
             .bearer_auth(&server.admin)
             .send()
             .await
@@ -315,15 +326,15 @@ pub async fn offer_release(
             .json()
             .await
             .unwrap();
-        if executions["items"]
-            .as_array()
-            .is_some_and(|items| items.iter().any(|e| e["device_id"] == device))
+        let totals = &rollout["totals"];
+        if totals["released"].as_u64().unwrap_or(0) + totals["in_progress"].as_u64().unwrap_or(0)
+            > 0
         {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    panic!("the rollout never queued {device}");
+    panic!("the rollout never let {device} out");
 }
 
 /// An image of `len` bytes that differs per `seed`.
@@ -417,6 +428,29 @@ pub async fn device(
 }
 
 /// Registers and enrols a device through the agent's own enrolment.
+/// Waits until `device` has an update let out to it (continuous rollouts
+/// reach a device enrolled after them on the engine's next ticks).
+pub async fn wait_released(server: &Server, device: &str) {
+    let url = ServerConfig::default_database_url(server.dir.path());
+    let store = fleetward_store::SqliteStore::open(&url).await.unwrap();
+    let id = fleetward_core::DeviceId::parse(device).unwrap();
+    use fleetward_store::RolloutStore as _;
+    for _ in 0..200 {
+        if store
+            .open_execution(&id)
+            .await
+            .unwrap()
+            .is_some_and(|e| e.released_at.is_some())
+        {
+            use fleetward_store::Store as _;
+            store.close().await;
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no update was let out to {device}");
+}
+
 pub async fn enrolled(
     server: &Server,
     server_url: &str,
