@@ -36,6 +36,9 @@ pub struct DetectionPolicy {
     /// |z| above this is an outlier, once a baseline has `min_samples`.
     pub z_threshold: f64,
     pub min_samples: usize,
+    /// Events one device may report per minute; the excess is dropped and
+    /// counted (a flooding device must not drown the log).
+    pub device_events_per_minute: u32,
 }
 
 impl Default for DetectionPolicy {
@@ -48,6 +51,7 @@ impl Default for DetectionPolicy {
             late_factor: 4.0,
             z_threshold: 4.0,
             min_samples: 30,
+            device_events_per_minute: 120,
         }
     }
 }

@@ -104,6 +104,7 @@ event_kinds! {
     TelemetryOutlier => "device.telemetry_outlier", Medium, "A device's telemetry left its own baseline.";
     DeviceQuarantined => "device.quarantined", High, "A device was quarantined.";
     EventsDropped => "device.events_dropped", Medium, "A device sent more events than its rate allows; the excess was counted.";
+    DeviceError => "device.error", Low, "A device reported an error (download, install, poll) with its context.";
 }
 
 impl EventKind {
@@ -126,6 +127,8 @@ impl EventKind {
             "operator.auth_failed" => EventKind::OperatorAuthFailed,
             "release.publish" => EventKind::ReleasePublished,
             "release.revoke" => EventKind::ReleaseRevoked,
+            "rollout.auto_pause" => EventKind::RolloutPaused,
+            "execution.impossible_transition" => EventKind::ImpossibleTransition,
             _ => EventKind::OperatorAction,
         }
     }

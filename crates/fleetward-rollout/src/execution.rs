@@ -209,6 +209,17 @@ impl ExecutionState {
             (ExecutionState::Succeeded, Report::Succeeded { .. })
                 | (ExecutionState::Failed { .. }, Report::Failed { .. })
                 | (ExecutionState::RolledBack { .. }, Report::RolledBack { .. })
+                // A failed health check is reported as a success that failed it.
+                | (
+                    ExecutionState::Failed {
+                        kind: FailureKind::HealthCheck,
+                        ..
+                    },
+                    Report::Succeeded {
+                        health_check_passed: false,
+                        ..
+                    }
+                )
         )
     }
 
@@ -240,6 +251,96 @@ impl ExecutionState {
             self,
             ExecutionState::Failed { .. } | ExecutionState::TimedOut
         ) && attempts_so_far <= retries
+    }
+}
+
+impl FailureKind {
+    pub const ALL: [FailureKind; 5] = [
+        FailureKind::Download,
+        FailureKind::Verification,
+        FailureKind::Install,
+        FailureKind::HealthCheck,
+        FailureKind::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Download => "download",
+            FailureKind::Verification => "verification",
+            FailureKind::Install => "install",
+            FailureKind::HealthCheck => "health-check",
+            FailureKind::Other => "other",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<FailureKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+}
+
+impl ExecutionState {
+    /// Every state name, in the order of the state machine.
+    pub const NAMES: [&'static str; 12] = [
+        "queued",
+        "offered",
+        "downloading",
+        "downloaded",
+        "installing",
+        "rebooting",
+        "verifying",
+        "succeeded",
+        "failed",
+        "timed-out",
+        "rolled-back",
+        "cancelled",
+    ];
+
+    /// The names of the states that are not finished.
+    pub const OPEN_NAMES: [&'static str; 7] = [
+        "queued",
+        "offered",
+        "downloading",
+        "downloaded",
+        "installing",
+        "rebooting",
+        "verifying",
+    ];
+
+    /// The failure kind and reason a state carries, for storage.
+    pub fn parts(&self) -> (Option<FailureKind>, Option<&str>) {
+        match self {
+            ExecutionState::Failed { kind, reason } => (Some(*kind), Some(reason)),
+            ExecutionState::RolledBack { reason } => (None, Some(reason)),
+            _ => (None, None),
+        }
+    }
+
+    /// Rebuilds a state from [`ExecutionState::name`] and [`ExecutionState::parts`].
+    pub fn from_parts(
+        name: &str,
+        failure: Option<FailureKind>,
+        reason: Option<String>,
+    ) -> Option<ExecutionState> {
+        Some(match name {
+            "queued" => ExecutionState::Queued,
+            "offered" => ExecutionState::Offered,
+            "downloading" => ExecutionState::Downloading,
+            "downloaded" => ExecutionState::Downloaded,
+            "installing" => ExecutionState::Installing,
+            "rebooting" => ExecutionState::Rebooting,
+            "verifying" => ExecutionState::Verifying,
+            "succeeded" => ExecutionState::Succeeded,
+            "failed" => ExecutionState::Failed {
+                kind: failure.unwrap_or(FailureKind::Other),
+                reason: reason.unwrap_or_default(),
+            },
+            "timed-out" => ExecutionState::TimedOut,
+            "rolled-back" => ExecutionState::RolledBack {
+                reason: reason.unwrap_or_default(),
+            },
+            "cancelled" => ExecutionState::Cancelled,
+            _ => return None,
+        })
     }
 }
 

@@ -13,6 +13,7 @@
 mod decide;
 mod execution;
 mod plan;
+mod settings;
 mod window;
 
 pub use decide::{Decision, PauseReason, PhaseStats, decide};
@@ -21,6 +22,7 @@ pub use plan::{
     FailureLimit, Percent, Phases, Rate, RolloutPolicy, TargetMode, bucket, parse_duration,
     phase_of,
 };
+pub use settings::{ExecutionId, RollbackRefused, Settings, format_duration, rollback_target};
 pub use window::Window;
 
 /// A rollout setting that does not parse or makes no sense.

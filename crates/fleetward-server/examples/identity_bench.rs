@@ -164,6 +164,7 @@ async fn main() {
         identity: Default::default(),
         releases: Default::default(),
         monitor: Default::default(),
+        rollout_tick: fleetward_server::rollout::DEFAULT_TICK,
     })
     .await
     .unwrap();

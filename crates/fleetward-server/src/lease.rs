@@ -43,6 +43,7 @@ pub const TUF_TIMESTAMP: &str = "tuf-timestamp";
 pub const EVENT_CHECKPOINT: &str = "event-checkpoint";
 pub const EVENT_RETENTION: &str = "event-retention";
 pub const REKEY_DEADLINES: &str = "rekey-deadlines";
+pub const ROLLOUT_ENGINE: &str = "rollout-engine";
 
 /// How long a lease lasts for work repeated every `interval`: three rounds,
 /// so a slow round or two does not hand it over, and at least 30 seconds.

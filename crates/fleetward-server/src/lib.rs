@@ -19,6 +19,7 @@ pub mod lease;
 pub mod metrics;
 pub mod monitor;
 pub mod repo;
+pub mod rollout;
 pub mod sbom_gate;
 pub mod tuf_http;
 
@@ -50,6 +51,8 @@ pub struct ServerConfig {
     pub releases: repo::ReleaseConfig,
     /// Detection settings, alert sinks, automatic quarantine.
     pub monitor: monitor::MonitorConfig,
+    /// How often the rollout engine ticks (`rollout::DEFAULT_TICK`).
+    pub rollout_tick: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -275,17 +278,24 @@ pub async fn start_with_store(
     let deadlines = identity::deadline_task(
         store.clone(),
         state.identity.clone(),
+        holder.clone(),
+        shutdown.subscribe(),
+    );
+    let rollouts = rollout::engine_task(
+        store.clone(),
+        state.config.rollout_tick,
         holder,
         shutdown.subscribe(),
     );
     let task = tokio::spawn(async move {
-        let (operator, device, (), (), (), ()) = tokio::join!(
+        let (operator, device, (), (), (), (), ()) = tokio::join!(
             operator.into_future(),
             device,
             checkpoints,
             retention,
             responder,
-            deadlines
+            deadlines,
+            rollouts
         );
         let _ = refresher.await;
         store.close().await;

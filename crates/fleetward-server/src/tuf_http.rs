@@ -117,31 +117,54 @@ pub async fn operator_target(
     target(&state, &path, &headers).await
 }
 
-/// The director's targets metadata for the calling device: the one image it
-/// must install (the highest published release for its hardware), signed
-/// with the online director key. 404 when nothing is offered.
+/// The director's targets metadata for the calling device: the image of
+/// its current rollout execution (offered, or released and now offered),
+/// signed with the online director key, with `execution_id` and
+/// `rollout_id` in the target's `custom`. 404 when nothing is offered:
+/// there is no fallback to "the latest release"; only rollouts ship.
 pub async fn director_targets(
     State(state): State<AppState>,
     caller: DeviceIdentity,
 ) -> Result<Response, ApiError> {
+    let nothing = || ApiError::not_found("no update is offered to this device");
     let device_id = caller.device_id;
     let device = state.store.device(&device_id).await?.ok_or_else(|| {
         ApiError::unauthenticated("unknown_device", "this device is not registered")
     })?;
-    if device.status != fleetward_core::DeviceStatus::Active {
-        return Err(ApiError::not_found("no update is offered to this device"));
+    if !crate::rollout::receives_updates(device.status) {
+        return Err(nothing());
     }
+    let now = state.now();
+    // The director is what agents poll: its rhythm is the poll schedule.
+    let interval = state.store.settings().await?.poll_interval_secs;
+    if let Some(off) = state.monitor.watch.poll(
+        &device.id,
+        time::Duration::seconds(i64::from(interval)),
+        now,
+        state.monitor.policy(),
+    ) {
+        crate::monitor::Monitor::log(&*state.store, off).await;
+    }
+    let execution = state
+        .store
+        .serve_execution(&device.id, now)
+        .await?
+        .ok_or_else(nothing)?;
     let release = state
         .store
-        .latest_published_release(&device.hardware)
+        .release(&execution.release_version)
         .await?
-        .ok_or_else(|| ApiError::not_found("no update is offered to this device"))?;
+        .ok_or_else(ApiError::internal)?;
+    // Checked at creation too; a release revoked since is never named, and
+    // an image for other hardware never reaches a device.
+    if !release.state.offerable() || release.hardware != device.hardware {
+        return Err(nothing());
+    }
     let artifact = state
         .store
         .artifact(&release.artifact_sha256)
         .await?
         .ok_or_else(ApiError::internal)?;
-    let now = state.now();
     let image = DirectorImage {
         device_id: device.id.as_str().to_owned(),
         target_name: release.target_name.clone(),
@@ -155,11 +178,17 @@ pub async fn director_targets(
     // as the server clock is, with no per-device state to keep.
     let version = u64::try_from(now.unix_timestamp()).unwrap_or(1);
     let releases = state.releases.as_ref();
-    let metadata = fleetward_tuf::director_targets(
+    let mut metadata = fleetward_tuf::director_targets(
         version,
         Expiry::at(now + releases.config.director_lifetime),
         &image,
     );
+    for target in metadata.targets.values_mut() {
+        if let Some(serde_json::Value::Object(custom)) = target.custom.as_mut() {
+            custom.insert("execution_id".into(), execution.id.to_string().into());
+            custom.insert("rollout_id".into(), execution.rollout_id.clone().into());
+        }
+    }
     let body = Signed::sign(metadata, &[&releases.keys.director])
         .and_then(|s| s.to_bytes())
         .map_err(|_| ApiError::internal())?;

@@ -216,6 +216,13 @@ fn route_table() -> Vec<Route> {
             None,
             Some(P::FleetRead),
         ),
+        route(
+            Method::GET,
+            "/api/v1/devices/{id}/telemetry",
+            "/api/v1/devices/dev-1/telemetry",
+            None,
+            Some(P::FleetRead),
+        ),
         // Signed releases.
         route(
             Method::POST,
@@ -314,6 +321,62 @@ fn route_table() -> Vec<Route> {
             "/api/v1/tuf/root",
             Some(json!({})),
             Some(P::ReleaseWrite),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/rollouts",
+            "/api/v1/rollouts",
+            Some(json!({"release": "0.0.0", "target": "all"})),
+            Some(P::RolloutWrite),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/rollouts",
+            "/api/v1/rollouts",
+            None,
+            Some(P::RolloutRead),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/rollouts/{id}",
+            "/api/v1/rollouts/ro-0",
+            None,
+            Some(P::RolloutRead),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/rollouts/{id}/pause",
+            "/api/v1/rollouts/ro-0/pause",
+            Some(json!({})),
+            Some(P::RolloutWrite),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/rollouts/{id}/resume",
+            "/api/v1/rollouts/ro-0/resume",
+            Some(json!({})),
+            Some(P::RolloutWrite),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/rollouts/{id}/abort",
+            "/api/v1/rollouts/ro-0/abort",
+            Some(json!({"rollback": false})),
+            Some(P::RolloutWrite),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/rollouts/{id}/executions",
+            "/api/v1/rollouts/ro-0/executions",
+            None,
+            Some(P::RolloutRead),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/rollouts/{id}/executions/{execution_id}/history",
+            "/api/v1/rollouts/ro-0/executions/ex-1-1/history",
+            None,
+            Some(P::RolloutRead),
         ),
     ]
 }

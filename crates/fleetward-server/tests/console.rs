@@ -363,3 +363,98 @@ async fn signing_out_needs_the_form_token() {
     assert_eq!(api.status, StatusCode::OK);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn rollouts_show_their_phases_and_operators_pause_and_resume_them() {
+    let server = TestServer::start_with(|config| {
+        config.rollout_tick = std::time::Duration::from_millis(50);
+    })
+    .await;
+    support::plant_releases(
+        &server,
+        &[("1.4.0", "rev2", fleetward_core::ReleaseState::Published)],
+    )
+    .await;
+    for n in 0..4 {
+        server
+            .register(
+                &format!("r-{n}"),
+                "rev2",
+                Some("1.3.0"),
+                &[("ring", "beta")],
+            )
+            .await;
+    }
+    let created = server
+        .post(
+            &server.admin,
+            "/api/v1/rollouts",
+            serde_json::json!({ "release": "1.4.0", "target": r#"ring = "beta""#, "phases": "50%,100%" }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let id = created.body["rollout"]["id"].as_str().unwrap().to_owned();
+
+    let viewer = sign_in(&server, &server.token_for(Role::Viewer).await).await;
+    let list = get(&server, Some(&viewer), "/console/rollouts").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(list.body.contains(&id), "{}", list.body);
+    let page = get(&server, Some(&viewer), &format!("/console/rollouts/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("<progress"), "phases as progress bars");
+    assert!(page.body.contains("data-refresh"), "the page stays live");
+    assert!(!page.body.contains(">Pause<"), "a viewer gets no buttons");
+    let refused = post_form(
+        &server,
+        Some(&viewer),
+        &format!("/console/rollouts/{id}/pause"),
+        &[("csrf", &csrf_of(&page.body))],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    let operator = sign_in(&server, &server.token_for(Role::Operator).await).await;
+    let page = get(&server, Some(&operator), &format!("/console/rollouts/{id}")).await;
+    assert!(page.body.contains(">Pause<"), "{}", page.body);
+    let csrf = csrf_of(&page.body);
+    let forged = post_form(
+        &server,
+        Some(&operator),
+        &format!("/console/rollouts/{id}/pause"),
+        &[("csrf", "0")],
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let state = server
+        .get(&server.admin, &format!("/api/v1/rollouts/{id}"))
+        .await;
+    assert_eq!(state.body["state"], "running");
+
+    let paused = post_form(
+        &server,
+        Some(&operator),
+        &format!("/console/rollouts/{id}/pause"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(paused.status, StatusCode::SEE_OTHER, "{}", paused.body);
+    let state = server
+        .get(&server.admin, &format!("/api/v1/rollouts/{id}"))
+        .await;
+    assert_eq!(state.body["state"], "paused");
+    let page = get(&server, Some(&operator), &format!("/console/rollouts/{id}")).await;
+    assert!(page.body.contains(">Resume<") && page.body.contains("Paused: "));
+    let resumed = post_form(
+        &server,
+        Some(&operator),
+        &format!("/console/rollouts/{id}/resume"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(resumed.status, StatusCode::SEE_OTHER);
+    let state = server
+        .get(&server.admin, &format!("/api/v1/rollouts/{id}"))
+        .await;
+    assert_eq!(state.body["state"], "running");
+    server.stop().await;
+}

@@ -561,9 +561,9 @@ async fn release_lifecycle_through_the_image_repository_and_director() {
     let replay = raw_post(&server, "/api/v1/releases/1.4.0/signature", good).await;
     assert_eq!(replay.code(), "metadata_version");
 
-    // The director offers nothing until a release is published.
-    // Registered (running 1.4.0) by the factory, then enrolled by itself.
-    server.register("dev-1", "rev2", Some("1.4.0"), &[]).await;
+    // The director offers nothing until a published release is rolled out.
+    // Registered (running 1.3.0) by the factory, then enrolled by itself.
+    server.register("dev-1", "rev2", Some("1.3.0"), &[]).await;
     let dev1 = server.enroll_device("dev-1", "rev2").await;
     let device = server.device_base();
     let director = |client: &reqwest::Client| {
@@ -579,6 +579,12 @@ async fn release_lifecycle_through_the_image_repository_and_director() {
         .post(&server.admin, "/api/v1/releases/1.4.0/publish", json!({}))
         .await;
     assert_eq!(published.body["state"], "published", "{:?}", published.body);
+    assert_eq!(
+        director(&dev1.client).await.unwrap().status(),
+        StatusCode::NOT_FOUND,
+        "published is not offered: only rollouts ship"
+    );
+    let rollout_14 = server.offer_release("1.4.0", r#"id = "dev-1""#).await;
 
     let director_body: Value = director(&dev1.client).await.unwrap().json().await.unwrap();
     let director_key: PublicKey = serde_json::from_value(
@@ -601,6 +607,14 @@ async fn release_lifecycle_through_the_image_repository_and_director() {
     assert_eq!(named.length, image_a.len() as u64);
     assert_eq!(named.hashes["sha256"], sha_a);
     assert_eq!(named.custom.as_ref().unwrap()["device_id"], "dev-1");
+    assert_eq!(
+        named.custom.as_ref().unwrap()["rollout_id"],
+        rollout_14.as_str()
+    );
+    let execution = named.custom.as_ref().unwrap()["execution_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // The image repository agrees with the director.
     let targets_json: Value = dev1
         .client
@@ -645,16 +659,43 @@ async fn release_lifecycle_through_the_image_repository_and_director() {
             .status,
         StatusCode::OK
     );
+    // Still 1.4.0 while the device's execution of it is unfinished.
+    let director_body: Value = director(&dev1.client).await.unwrap().json().await.unwrap();
+    assert!(director_body["signed"]["targets"]["rev2/1.4.0/fw.img"].is_object());
+    for step in [
+        json!({"step": "downloading"}),
+        json!({"step": "installing"}),
+        json!({"step": "rebooting"}),
+        json!({"step": "succeeded", "running_version": "1.4.0", "health_check_passed": true}),
+    ] {
+        let answer = dev1
+            .client
+            .post(format!("{device}/device/v1/executions/{execution}"))
+            .json(&step)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "{step}");
+    }
+    assert_eq!(
+        director(&dev1.client).await.unwrap().status(),
+        StatusCode::NOT_FOUND,
+        "done: nothing new"
+    );
+    server.offer_release("1.5.0", r#"id = "dev-1""#).await;
     let director_body: Value = director(&dev1.client).await.unwrap().json().await.unwrap();
     assert!(director_body["signed"]["targets"]["rev2/1.5.0/fw.img"].is_object());
 
-    // Revoking 1.5.0: never offered again; the director falls back to 1.4.0.
+    // Revoking 1.5.0: never offered again, even to a device whose rollout
+    // of it is unfinished; there is no fallback to an older release.
     let revoked = server
         .post(&server.admin, "/api/v1/releases/1.5.0/revoke", json!({}))
         .await;
     assert_eq!(revoked.body["state"], "revoked");
-    let director_body: Value = director(&dev1.client).await.unwrap().json().await.unwrap();
-    assert!(director_body["signed"]["targets"]["rev2/1.4.0/fw.img"].is_object());
+    assert_eq!(
+        director(&dev1.client).await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
     for action in ["publish", "deprecate", "revoke"] {
         let again = server
             .post(

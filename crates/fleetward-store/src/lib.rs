@@ -17,6 +17,8 @@ mod model;
 mod point_read;
 mod postgres;
 mod query_sql;
+pub mod reports;
+pub mod rollouts;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -29,6 +31,8 @@ pub use identity::*;
 pub use lease::Leases;
 pub use model::*;
 pub use postgres::{DEFAULT_MAX_CONNECTIONS, MAX_MAX_CONNECTIONS, PostgresStore};
+pub use reports::{DeviceErrorRecord, DeviceReports, ReportStore, TelemetryRecord};
+pub use rollouts::*;
 pub use sqlite::SqliteStore;
 /// Re-exported so adapters above the store can classify failures.
 pub use sqlx::Error as SqlxError;
@@ -71,7 +75,9 @@ pub struct PoolStats {
 }
 
 #[async_trait]
-pub trait Store: EventLog + IdentityStore + Leases + Send + Sync + std::fmt::Debug {
+pub trait Store:
+    EventLog + IdentityStore + Leases + RolloutStore + ReportStore + Send + Sync + std::fmt::Debug
+{
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<()>;
     fn pool_stats(&self) -> PoolStats;

@@ -24,6 +24,11 @@
 //! Writes that never touch the chain are single atomic statements and take
 //! no lock: a monitor cursor only moves forwards (`GREATEST` in an upsert),
 //! a lease changes hands only in a conditional upsert (see `postgres/lease.rs`).
+//! The device's hot path in a rollout (being offered an execution,
+//! reporting its progress) is the one multi-statement write off the head
+//! lock: a conditional update names the state it moves from, and row locks
+//! on the rollout and execution order it against pauses and aborts (see
+//! `postgres/rollouts.rs`).
 //! Migrations themselves take PostgreSQL's advisory lock (sqlx does), so
 //! replicas starting together migrate once.
 //!
@@ -61,6 +66,8 @@ mod events;
 mod identity;
 mod lease;
 mod releases;
+mod reports;
+mod rollouts;
 
 use crate::query_sql::{Dialect, device_count_sql, device_page_sql};
 use crate::sqlite::{Columns, device_from_row, from_millis, to_millis, token_from_row};

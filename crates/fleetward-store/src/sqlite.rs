@@ -25,6 +25,8 @@ pub(crate) mod events;
 mod identity;
 mod lease;
 mod releases;
+mod reports;
+pub(crate) mod rollouts;
 
 use crate::point_read::PointReader;
 use crate::query_sql::{Dialect, PlainSql, device_count_sql, device_page_sql};

@@ -1567,3 +1567,1097 @@ async fn tampering_with_the_postgres_tables_is_found() {
     assert_eq!(tamper.seq, 7);
     store.close().await;
 }
+// ---------------------------------------------------------------------------
+// Rollouts: rollouts, executions and their transitions.
+// ---------------------------------------------------------------------------
+
+mod rollouts {
+    use super::*;
+    use fleetward_rollout::{ExecutionId, ExecutionState, FailureKind, Settings};
+    use fleetward_store::{ExecutionFilter, PhaseFn, RolloutChange, RolloutRecord, RolloutState};
+
+    fn rollout(id: &str, version: &str) -> RolloutRecord {
+        RolloutRecord {
+            id: id.into(),
+            release_version: version.into(),
+            hardware: "rev2".into(),
+            target: "all".into(),
+            settings: Settings {
+                phases: Some("50%,100%".into()),
+                retries: Some(1),
+                ..Settings::default()
+            },
+            state: RolloutState::Running,
+            current_phase: 0,
+            phase_started_at: now(),
+            soak_started_at: None,
+            pause_reason: None,
+            rollback_of: None,
+            created_at: now(),
+            created_by: "test".into(),
+            updated_at: now(),
+        }
+    }
+
+    /// Devices whose id ends in an even digit join phase 0, the rest phase 1.
+    fn by_parity() -> PhaseFn {
+        Arc::new(|d: &DeviceId| {
+            let last = d.as_str().bytes().last().unwrap_or(b'0');
+            Some(u32::from(last % 2))
+        })
+    }
+
+    fn everything() -> Expr {
+        Expr::Compare {
+            field: Field::Hardware,
+            op: CompareOp::Eq,
+            value: Value::Text("rev2".into()),
+        }
+    }
+
+    async fn fleet(store: &dyn Store) {
+        store
+            .register_devices(
+                &[
+                    device("d0", "rev2", Some("1.0.0"), &["ring=a"]),
+                    device("d1", "rev2", Some("1.0.0"), &["ring=a"]),
+                    device("d2", "rev2", Some("1.0.0"), &["ring=b"]),
+                    device("d3", "rev2", Some("2.0.0"), &[]),
+                    device("d4", "rev3", Some("1.0.0"), &[]),
+                ],
+                now(),
+                &audit("device.register"),
+            )
+            .await
+            .unwrap();
+        store
+            .insert_artifact(&artifact(1), &audit("a"))
+            .await
+            .unwrap();
+        store
+            .insert_release(&release("2.0.0", "rev2", 1), &audit("r"))
+            .await
+            .unwrap();
+        store
+            .insert_release(&release("3.0.0", "rev2", 1), &audit("r"))
+            .await
+            .unwrap();
+    }
+
+    async fn states(store: &dyn Store, rollout: &str) -> Vec<(String, String)> {
+        let filter = ExecutionFilter {
+            rollout_id: Some(rollout.into()),
+            ..Default::default()
+        };
+        store
+            .list_executions(&filter, None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.device_id.to_string(), e.state.name().to_owned()))
+            .collect()
+    }
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn creation_queues_exactly_the_target_set_and_refuses_an_empty_one() {
+        each_backend(|store| async move {
+            fleet(&*store).await;
+            store
+                .update_device(
+                    &DeviceId::parse("d2").unwrap(),
+                    &DeviceChange {
+                        status: Some(DeviceStatus::Quarantined),
+                        ..Default::default()
+                    },
+                    &audit("device.quarantine"),
+                )
+                .await
+                .unwrap();
+            // Same hardware, active, not on 2.0.0 already: d0 and d1.
+            let outcome = store
+                .create_rollout(&rollout("r1", "2.0.0"), &everything(), by_parity(), true, &audit("rollout.create"))
+                .await
+                .unwrap();
+            assert_eq!((outcome.queued, outcome.busy), (2, 0));
+            assert_eq!(
+                states(&*store, "r1").await,
+                pairs(&[("d0", "queued"), ("d1", "queued")])
+            );
+            let stored = store.rollout("r1").await.unwrap().unwrap();
+            assert_eq!(stored, rollout("r1", "2.0.0"), "round trip");
+            let counts = store.rollout_counts("r1").await.unwrap();
+            assert_eq!(counts.len(), 2);
+            assert_eq!((counts[0].phase, counts[0].count), (0, 1));
+            assert_eq!((counts[1].phase, counts[1].count), (1, 1));
+
+            // A second rollout of 2.0.0 finds d0 and d1 busy and d3 current:
+            // empty, refused, nothing stored.
+            let audits = audit_actions(&*store).await.len();
+            let refused = store
+                .create_rollout(&rollout("r2", "2.0.0"), &everything(), by_parity(), true, &audit("rollout.create"))
+                .await;
+            assert!(matches!(&refused, Err(StoreError::Invalid(m)) if m.contains("empty") && m.contains("another")), "{refused:?}");
+            assert_eq!(store.rollout("r2").await.unwrap(), None);
+            assert_eq!(audit_actions(&*store).await.len(), audits);
+            // Unless it may start empty (continuous).
+            let outcome = store
+                .create_rollout(&rollout("r2", "2.0.0"), &everything(), by_parity(), false, &audit("rollout.create"))
+                .await
+                .unwrap();
+            assert_eq!((outcome.queued, outcome.busy), (0, 2));
+            // 3.0.0: d3 (on 2.0.0) is queued, d0 and d1 are busy.
+            let outcome = store
+                .create_rollout(&rollout("r3", "3.0.0"), &everything(), by_parity(), true, &audit("rollout.create"))
+                .await
+                .unwrap();
+            assert_eq!((outcome.queued, outcome.busy), (1, 2));
+            // Ids are unique; unknown releases are not found.
+            assert!(matches!(
+                store.create_rollout(&rollout("r2", "3.0.0"), &everything(), by_parity(), false, &audit("x")).await,
+                Err(StoreError::Conflict(_))
+            ));
+            assert!(matches!(
+                store.create_rollout(&rollout("r9", "9.9.9"), &everything(), by_parity(), false, &audit("x")).await,
+                Err(StoreError::NotFound(_))
+            ));
+            let listed: Vec<String> = store
+                .list_rollouts(&[RolloutState::Running])
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            assert_eq!(listed, ["r1", "r2", "r3"], "oldest first");
+            assert!(store.list_rollouts(&[RolloutState::Paused]).await.unwrap().is_empty());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn release_serve_report_retry_and_history() {
+        each_backend(|store| async move {
+            fleet(&*store).await;
+            store
+                .create_rollout(
+                    &rollout("r1", "2.0.0"),
+                    &everything(),
+                    by_parity(),
+                    true,
+                    &audit("rollout.create"),
+                )
+                .await
+                .unwrap();
+            let d0 = DeviceId::parse("d0").unwrap();
+            let d1 = DeviceId::parse("d1").unwrap();
+            // Nothing is served before the rollout's limits release it.
+            assert_eq!(store.serve_execution(&d0, now()).await.unwrap(), None);
+            // Phase 0 only, capped at 0 in all: nothing.
+            assert_eq!(
+                store
+                    .release_executions("r1", 0, Some(0), 100, now())
+                    .await
+                    .unwrap(),
+                0
+            );
+            assert_eq!(
+                store
+                    .release_executions("r1", 0, Some(1), 100, now())
+                    .await
+                    .unwrap(),
+                1,
+                "a cap of 1 in all"
+            );
+            assert_eq!(
+                store
+                    .release_executions("r1", 0, Some(5), 100, now())
+                    .await
+                    .unwrap(),
+                1,
+                "phase 0 is d0 and d2"
+            );
+            assert_eq!(
+                store
+                    .release_executions("r1", 0, Some(5), 100, now())
+                    .await
+                    .unwrap(),
+                0,
+                "phase 1 waits"
+            );
+            assert_eq!(store.serve_execution(&d1, now()).await.unwrap(), None);
+            let served = store.serve_execution(&d0, now()).await.unwrap().unwrap();
+            assert_eq!(served.state, ExecutionState::Offered);
+            assert_eq!(served.release_version, "2.0.0");
+            assert_eq!(served.offered_at, Some(now()));
+            let again = store.serve_execution(&d0, now()).await.unwrap().unwrap();
+            assert_eq!(again.id, served.id, "served again, unchanged");
+            assert_eq!(
+                store.open_execution(&d0).await.unwrap().unwrap().id,
+                served.id
+            );
+
+            // A transition applies only from the state it was decided from.
+            let id = served.id;
+            assert!(
+                !store
+                    .transition_execution(
+                        id,
+                        &ExecutionState::Queued,
+                        &ExecutionState::Downloading,
+                        "device:d0",
+                        None,
+                        None,
+                        now()
+                    )
+                    .await
+                    .unwrap()
+            );
+            for (from, to) in [
+                (ExecutionState::Offered, ExecutionState::Downloading),
+                (ExecutionState::Downloading, ExecutionState::Installing),
+                (ExecutionState::Installing, ExecutionState::Rebooting),
+            ] {
+                assert!(
+                    store
+                        .transition_execution(id, &from, &to, "device:d0", None, None, now())
+                        .await
+                        .unwrap()
+                );
+            }
+            let failed = ExecutionState::Failed {
+                kind: FailureKind::Install,
+                reason: "disk full".into(),
+            };
+            assert!(
+                store
+                    .transition_execution(
+                        id,
+                        &ExecutionState::Rebooting,
+                        &failed,
+                        "device:d0",
+                        None,
+                        None,
+                        now()
+                    )
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(store.open_execution(&d0).await.unwrap(), None);
+            let retryable = store.retryable_executions("r1", 1, 100).await.unwrap();
+            assert_eq!(retryable.len(), 1);
+            assert_eq!(retryable[0].state, failed, "reason and kind kept");
+            assert!(
+                store
+                    .retryable_executions("r1", 0, 100)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            let next = store
+                .retry_execution(id, &failed, now())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                next,
+                ExecutionId {
+                    row: id.row,
+                    attempt: 2
+                }
+            );
+            assert_eq!(
+                store.retry_execution(id, &failed, now()).await.unwrap(),
+                None,
+                "once"
+            );
+            // The retry is released already: served at once, as a new attempt.
+            let served = store.serve_execution(&d0, now()).await.unwrap().unwrap();
+            assert_eq!(
+                (served.id, served.state.clone()),
+                (next, ExecutionState::Offered)
+            );
+            for (from, to) in [(ExecutionState::Offered, ExecutionState::Rebooting)] {
+                assert!(
+                    store
+                        .transition_execution(next, &from, &to, "device:d0", None, None, now())
+                        .await
+                        .unwrap()
+                );
+            }
+            assert!(
+                store
+                    .transition_execution(
+                        next,
+                        &ExecutionState::Rebooting,
+                        &ExecutionState::Succeeded,
+                        "device:d0",
+                        None,
+                        Some("2.0.0"),
+                        now()
+                    )
+                    .await
+                    .unwrap()
+            );
+            let device = store.device(&d0).await.unwrap().unwrap();
+            assert_eq!(
+                device.version.as_deref(),
+                Some("2.0.0"),
+                "success records the version"
+            );
+
+            let history: Vec<(u32, Option<String>, String, Option<String>)> = store
+                .execution_history(id.row)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| (t.attempt, t.from, t.to.name().to_owned(), t.note))
+                .collect();
+            let s = |x: &str| Some(x.to_owned());
+            assert_eq!(
+                history,
+                vec![
+                    (1, None, "queued".into(), None),
+                    (1, s("queued"), "offered".into(), None),
+                    (1, s("offered"), "downloading".into(), None),
+                    (1, s("downloading"), "installing".into(), None),
+                    (1, s("installing"), "rebooting".into(), None),
+                    (1, s("rebooting"), "failed".into(), None),
+                    (2, s("failed"), "queued".into(), s("retry")),
+                    (2, s("queued"), "offered".into(), None),
+                    (2, s("offered"), "rebooting".into(), None),
+                    (2, s("rebooting"), "succeeded".into(), None),
+                ]
+            );
+            assert_eq!(store.execution(id.row).await.unwrap().unwrap().id, next);
+            assert_eq!(store.execution(999).await.unwrap(), None);
+            assert!(store.execution_history(999).await.unwrap().is_empty());
+
+            // Filters.
+            let only = |filter: ExecutionFilter| {
+                let store = store.clone();
+                async move {
+                    store
+                        .list_executions(&filter, None, 100)
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .map(|e| e.device_id.to_string())
+                        .collect::<Vec<_>>()
+                }
+            };
+            assert_eq!(
+                only(ExecutionFilter {
+                    state: Some("queued".into()),
+                    ..Default::default()
+                })
+                .await,
+                ["d1", "d2"]
+            );
+            assert_eq!(
+                only(ExecutionFilter {
+                    phase: Some(0),
+                    ..Default::default()
+                })
+                .await,
+                ["d0", "d2"]
+            );
+            assert_eq!(
+                only(ExecutionFilter {
+                    device: Some(d1.clone()),
+                    ..Default::default()
+                })
+                .await,
+                ["d1"]
+            );
+            assert!(
+                only(ExecutionFilter {
+                    rollout_id: Some("nope".into()),
+                    ..Default::default()
+                })
+                .await
+                .is_empty()
+            );
+            let first = store
+                .list_executions(&ExecutionFilter::default(), None, 1)
+                .await
+                .unwrap();
+            let rest = store
+                .list_executions(&ExecutionFilter::default(), Some(first[0].id.row), 100)
+                .await
+                .unwrap();
+            assert_eq!(rest.len(), 2, "paging");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn timeouts_pauses_and_conditional_rollout_changes() {
+        each_backend(|store| async move {
+            fleet(&*store).await;
+            store
+                .create_rollout(
+                    &rollout("r1", "2.0.0"),
+                    &everything(),
+                    by_parity(),
+                    true,
+                    &audit("rollout.create"),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                store
+                    .release_executions("r1", 1, None, 100, now())
+                    .await
+                    .unwrap(),
+                3
+            );
+            let d0 = DeviceId::parse("d0").unwrap();
+            store.serve_execution(&d0, now()).await.unwrap().unwrap();
+            let later = now() + time::Duration::hours(3);
+            assert!(
+                store
+                    .overdue_executions("r1", now() - time::Duration::seconds(1), 100)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            let overdue = store.overdue_executions("r1", now(), 100).await.unwrap();
+            assert_eq!(overdue.len(), 1, "only offered ones time out");
+            assert!(
+                store
+                    .transition_execution(
+                        overdue[0].id,
+                        &ExecutionState::Offered,
+                        &ExecutionState::TimedOut,
+                        "server",
+                        None,
+                        None,
+                        later
+                    )
+                    .await
+                    .unwrap()
+            );
+
+            let pause = RolloutChange {
+                id: "r1".into(),
+                expect_state: RolloutState::Running,
+                expect_phase: 0,
+                state: RolloutState::Paused,
+                current_phase: 0,
+                soak_started_at: None,
+                pause_reason: Some("1 of 2 devices failed".into()),
+                at: later,
+            };
+            assert!(
+                store
+                    .update_rollout(&pause, Some(&audit("rollout.auto_pause")))
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !store
+                    .update_rollout(&pause, Some(&audit("rollout.auto_pause")))
+                    .await
+                    .unwrap(),
+                "only once"
+            );
+            let paused = store.rollout("r1").await.unwrap().unwrap();
+            assert_eq!(paused.state, RolloutState::Paused);
+            assert_eq!(
+                paused.pause_reason.as_deref(),
+                Some("1 of 2 devices failed")
+            );
+            // Paused: nothing released, a released queued one is not served.
+            assert_eq!(
+                store
+                    .serve_execution(&DeviceId::parse("d1").unwrap(), later)
+                    .await
+                    .unwrap(),
+                None
+            );
+            assert_eq!(
+                store
+                    .release_executions("r1", 1, None, 100, later)
+                    .await
+                    .unwrap(),
+                0
+            );
+            let events = store
+                .list_events(
+                    &fleetward_store::EventFilter {
+                        kinds: vec![fleetward_events::EventKind::RolloutPaused],
+                        ..Default::default()
+                    },
+                    None,
+                    10,
+                )
+                .await
+                .unwrap();
+            assert_eq!(events.len(), 1, "a pause by itself is a security event");
+
+            let advance = RolloutChange {
+                id: "r1".into(),
+                expect_state: RolloutState::Paused,
+                expect_phase: 0,
+                state: RolloutState::Running,
+                current_phase: 1,
+                soak_started_at: None,
+                pause_reason: None,
+                at: later,
+            };
+            assert!(store.update_rollout(&advance, None).await.unwrap());
+            let advanced = store.rollout("r1").await.unwrap().unwrap();
+            assert_eq!(
+                (advanced.current_phase, advanced.phase_started_at),
+                (1, later)
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn abort_cancels_what_has_not_started_installing_and_stores_a_rollback() {
+        each_backend(|store| async move {
+            fleet(&*store).await;
+            store
+                .create_rollout(
+                    &rollout("r1", "2.0.0"),
+                    &everything(),
+                    by_parity(),
+                    true,
+                    &audit("rollout.create"),
+                )
+                .await
+                .unwrap();
+            store
+                .release_executions("r1", 1, None, 100, now())
+                .await
+                .unwrap();
+            let d0 = DeviceId::parse("d0").unwrap();
+            let served = store.serve_execution(&d0, now()).await.unwrap().unwrap();
+            store
+                .transition_execution(
+                    served.id,
+                    &ExecutionState::Offered,
+                    &ExecutionState::Installing,
+                    "device:d0",
+                    None,
+                    None,
+                    now(),
+                )
+                .await
+                .unwrap();
+            let mut back = rollout("r1-rollback", "3.0.0");
+            back.rollback_of = Some("r1".into());
+            let cancelled = store
+                .abort_rollout("r1", now(), Some(&back), &audit("rollout.abort"))
+                .await
+                .unwrap();
+            assert_eq!(cancelled, 2);
+            assert_eq!(
+                states(&*store, "r1").await,
+                pairs(&[
+                    ("d0", "installing"),
+                    ("d1", "cancelled"),
+                    ("d2", "cancelled")
+                ])
+            );
+            assert_eq!(
+                store.rollout("r1").await.unwrap().unwrap().state,
+                RolloutState::Aborted
+            );
+            assert_eq!(
+                store
+                    .rollout("r1-rollback")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .rollback_of
+                    .as_deref(),
+                Some("r1")
+            );
+            assert!(matches!(
+                store
+                    .abort_rollout("r1", now(), None, &audit("rollout.abort"))
+                    .await,
+                Err(StoreError::Conflict(_))
+            ));
+            assert!(matches!(
+                store
+                    .abort_rollout("nope", now(), None, &audit("rollout.abort"))
+                    .await,
+                Err(StoreError::NotFound(_))
+            ));
+            let history = store
+                .execution_history(store.open_execution(&d0).await.unwrap().unwrap().id.row)
+                .await
+                .unwrap();
+            assert_eq!(history.len(), 3, "the install goes on");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn continuous_queueing_and_inactive_devices() {
+        each_backend(|store| async move {
+            fleet(&*store).await;
+            let ring_a = Expr::Compare {
+                field: Field::Tag(TagKey::parse("ring").unwrap()),
+                op: CompareOp::Eq,
+                value: Value::Text("a".into()),
+            };
+            let outcome = store
+                .create_rollout(
+                    &rollout("r1", "2.0.0"),
+                    &ring_a,
+                    by_parity(),
+                    true,
+                    &audit("rollout.create"),
+                )
+                .await
+                .unwrap();
+            assert_eq!(outcome.queued, 2);
+            assert_eq!(
+                store
+                    .queue_devices("r1", &ring_a, by_parity(), now())
+                    .await
+                    .unwrap()
+                    .queued,
+                0,
+                "nothing new"
+            );
+            // d2 starts to match; d5 enrols later.
+            store
+                .update_device(
+                    &DeviceId::parse("d2").unwrap(),
+                    &DeviceChange {
+                        set_tags: vec![Tag::parse("ring=a").unwrap()],
+                        ..Default::default()
+                    },
+                    &audit("device.update"),
+                )
+                .await
+                .unwrap();
+            store
+                .register_devices(
+                    &[device("d5", "rev2", None, &["ring=a"])],
+                    now(),
+                    &audit("device.register"),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                store
+                    .queue_devices("r1", &ring_a, by_parity(), now())
+                    .await
+                    .unwrap()
+                    .queued,
+                2
+            );
+            // A quarantined device's queued execution is cancelled.
+            store
+                .update_device(
+                    &DeviceId::parse("d1").unwrap(),
+                    &DeviceChange {
+                        status: Some(DeviceStatus::Quarantined),
+                        ..Default::default()
+                    },
+                    &audit("device.quarantine"),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                store
+                    .release_executions("r1", 1, None, 100, now())
+                    .await
+                    .unwrap(),
+                3,
+                "never released to d1"
+            );
+            assert_eq!(store.cancel_inactive("r1", now()).await.unwrap(), 1);
+            assert_eq!(
+                states(&*store, "r1").await,
+                pairs(&[
+                    ("d0", "queued"),
+                    ("d1", "cancelled"),
+                    ("d2", "queued"),
+                    ("d5", "queued")
+                ])
+            );
+            let history = store
+                .execution_history(
+                    store
+                        .list_executions(
+                            &ExecutionFilter {
+                                device: Some(DeviceId::parse("d1").unwrap()),
+                                ..Default::default()
+                            },
+                            None,
+                            1,
+                        )
+                        .await
+                        .unwrap()[0]
+                        .id
+                        .row,
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                history.last().unwrap().note.as_deref(),
+                Some("device is quarantined")
+            );
+        })
+        .await;
+    }
+
+    /// A retry that would give a device a second unfinished execution (it
+    /// joined another rollout meanwhile) is `None` and changes nothing; the
+    /// store goes on working, and the retry succeeds once the device is free.
+    #[tokio::test]
+    async fn a_retry_never_gives_a_device_two_unfinished_executions() {
+        each_backend(|store| async move {
+            fleet(&*store).await;
+            store
+                .create_rollout(
+                    &rollout("r1", "2.0.0"),
+                    &everything(),
+                    by_parity(),
+                    true,
+                    &audit("rollout.create"),
+                )
+                .await
+                .unwrap();
+            let d0 = DeviceId::parse("d0").unwrap();
+            let id = store.open_execution(&d0).await.unwrap().unwrap().id;
+            let failed = ExecutionState::Failed {
+                kind: FailureKind::Download,
+                reason: "mirror down".into(),
+            };
+            assert!(
+                store
+                    .transition_execution(
+                        id,
+                        &ExecutionState::Queued,
+                        &failed,
+                        "device:d0",
+                        None,
+                        None,
+                        now()
+                    )
+                    .await
+                    .unwrap()
+            );
+            // d0 is free now, so the 3.0.0 rollout takes it.
+            let outcome = store
+                .create_rollout(
+                    &rollout("r2", "3.0.0"),
+                    &everything(),
+                    by_parity(),
+                    false,
+                    &audit("rollout.create"),
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                (outcome.queued, outcome.busy),
+                (2, 2),
+                "d0 and d3; d1 and d2 busy"
+            );
+            assert_eq!(
+                store.retry_execution(id, &failed, now()).await.unwrap(),
+                None
+            );
+            let kept = store.execution(id.row).await.unwrap().unwrap();
+            assert_eq!((kept.id, kept.state), (id, failed.clone()));
+            assert_eq!(store.execution_history(id.row).await.unwrap().len(), 2);
+            // Once r2 lets d0 go, the retry goes through.
+            store
+                .abort_rollout("r2", now(), None, &audit("rollout.abort"))
+                .await
+                .unwrap();
+            let next = store.retry_execution(id, &failed, now()).await.unwrap();
+            assert_eq!(next.map(|n| n.attempt), Some(2));
+            assert_eq!(
+                store
+                    .open_execution(&d0)
+                    .await
+                    .unwrap()
+                    .map(|e| e.rollout_id),
+                Some("r1".to_owned())
+            );
+        })
+        .await;
+    }
+
+    /// Replicas racing on one rollout: releases never pass the cap, a
+    /// device is offered once, one of two racing transitions wins, and an
+    /// abort cancels every execution whatever transitions race it.
+    #[tokio::test]
+    async fn replicas_racing_on_a_rollout_never_break_its_rules() {
+        for backend in backends().await {
+            eprintln!("conformance on {}", backend.name);
+            let store = backend.store.clone();
+            let names: Vec<String> = (0..20).map(|n| format!("c{n:02}")).collect();
+            let devices: Vec<_> = names
+                .iter()
+                .map(|id| device(id, "rev2", Some("1.0.0"), &[]))
+                .collect();
+            store
+                .register_devices(&devices, now(), &audit("device.register"))
+                .await
+                .unwrap();
+            store
+                .insert_artifact(&artifact(1), &audit("a"))
+                .await
+                .unwrap();
+            store
+                .insert_release(&release("2.0.0", "rev2", 1), &audit("r"))
+                .await
+                .unwrap();
+            store
+                .create_rollout(
+                    &rollout("r1", "2.0.0"),
+                    &everything(),
+                    by_parity(),
+                    true,
+                    &audit("rollout.create"),
+                )
+                .await
+                .unwrap();
+            let replicas = backend.replicas(3).await;
+
+            // Twelve releases of up to 3 each against a cap of 7.
+            let mut tasks = Vec::new();
+            for replica in replicas.iter().cycle().take(12) {
+                let replica = replica.clone();
+                tasks.push(tokio::spawn(async move {
+                    replica
+                        .release_executions("r1", 1, Some(7), 3, now())
+                        .await
+                        .unwrap()
+                }));
+            }
+            let mut released = 0;
+            for task in tasks {
+                released += task.await.unwrap();
+            }
+            assert_eq!(released, 7, "{}: the cap holds", backend.name);
+            let counted: u64 = store
+                .rollout_counts("r1")
+                .await
+                .unwrap()
+                .iter()
+                .map(|c| c.released)
+                .sum();
+            assert_eq!(counted, 7, "{}", backend.name);
+
+            // Every replica serves every device at once: one offer each.
+            let mut tasks = Vec::new();
+            for name in &names {
+                for replica in &replicas {
+                    let replica = replica.clone();
+                    let device = DeviceId::parse(name).unwrap();
+                    tasks.push(tokio::spawn(async move {
+                        replica.serve_execution(&device, now()).await.unwrap()
+                    }));
+                }
+            }
+            let mut offered = Vec::new();
+            for task in tasks {
+                if let Some(execution) = task.await.unwrap() {
+                    assert_eq!(execution.state, ExecutionState::Offered);
+                    offered.push(execution.id);
+                }
+            }
+            offered.sort_by_key(|id| id.row);
+            offered.dedup();
+            assert_eq!(offered.len(), 7, "{}", backend.name);
+            for id in &offered {
+                let history = store.execution_history(id.row).await.unwrap();
+                assert_eq!(history.len(), 2, "{}: queued, offered once", backend.name);
+            }
+
+            // Two replicas report the same step for each: one wins.
+            let mut tasks = Vec::new();
+            for id in &offered[..3] {
+                for replica in replicas.iter().take(2) {
+                    let (replica, id) = (replica.clone(), *id);
+                    tasks.push(tokio::spawn(async move {
+                        replica
+                            .transition_execution(
+                                id,
+                                &ExecutionState::Offered,
+                                &ExecutionState::Downloading,
+                                "device",
+                                None,
+                                None,
+                                now(),
+                            )
+                            .await
+                            .unwrap()
+                    }));
+                }
+            }
+            let mut won = 0;
+            for task in tasks {
+                won += usize::from(task.await.unwrap());
+            }
+            assert_eq!(won, 3, "{}: one of each pair", backend.name);
+
+            // An abort racing the rest of the devices' reports still
+            // cancels every execution (none had started installing).
+            let mut tasks = Vec::new();
+            for (n, id) in offered.iter().enumerate() {
+                let replica = replicas[n % replicas.len()].clone();
+                let (id, from) = if n < 3 {
+                    (*id, ExecutionState::Downloading)
+                } else {
+                    (*id, ExecutionState::Offered)
+                };
+                let to = if n < 3 {
+                    ExecutionState::Downloaded
+                } else {
+                    ExecutionState::Downloading
+                };
+                tasks.push(tokio::spawn(async move {
+                    replica
+                        .transition_execution(id, &from, &to, "device", None, None, now())
+                        .await
+                        .unwrap();
+                }));
+            }
+            let aborter = replicas[1].clone();
+            let abort = tokio::spawn(async move {
+                aborter
+                    .abort_rollout("r1", now(), None, &audit("rollout.abort"))
+                    .await
+                    .unwrap()
+            });
+            for task in tasks {
+                task.await.unwrap();
+            }
+            assert_eq!(abort.await.unwrap(), 20, "{}", backend.name);
+            let filter = ExecutionFilter {
+                rollout_id: Some("r1".into()),
+                ..Default::default()
+            };
+            for execution in store.list_executions(&filter, None, 100).await.unwrap() {
+                assert_eq!(
+                    execution.state,
+                    ExecutionState::Cancelled,
+                    "{}: {}",
+                    backend.name,
+                    execution.device_id
+                );
+            }
+            for replica in replicas {
+                if backend.name == "postgres" {
+                    replica.close().await;
+                }
+            }
+            store.close().await;
+        }
+    }
+}
+
+fn telemetry(n: i64) -> fleetward_store::TelemetryRecord {
+    fleetward_store::TelemetryRecord {
+        server_time: now() + time::Duration::seconds(n),
+        device_time: now() + time::Duration::seconds(n - 1),
+        conditions: format!("{{\"agent_version\":\"0.1.0\",\"uptime_secs\":{n}}}"),
+    }
+}
+
+#[tokio::test]
+async fn device_reports_are_stored_whole_bounded_and_newest_first() {
+    use fleetward_events::EventKind;
+    use fleetward_store::{DeviceErrorRecord, DeviceReports};
+    each_backend(|store| async move {
+        let dev = DeviceId::parse("r-1").unwrap();
+        let batch = DeviceReports {
+            telemetry: vec![telemetry(1), telemetry(2)],
+            errors: vec![DeviceErrorRecord {
+                server_time: now(),
+                device_time: now(),
+                context: "download".into(),
+                message: "connection reset".into(),
+            }],
+            events: vec![security_event(1, EventKind::RollbackAttempt, Some("r-1"))],
+        };
+        // An unknown device: nothing stored.
+        assert!(matches!(
+            store.insert_device_reports(&dev, now(), &batch).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(store.event_head().await.unwrap().0, 0);
+        store
+            .register_devices(&[device("r-1", "rev2", None, &[])], now(), &audit("d"))
+            .await
+            .unwrap();
+        let head = store.event_head().await.unwrap().0;
+
+        // A batch with an event beyond its bounds: nothing stored.
+        let mut bad = batch.clone();
+        bad.events[0].message = "x\n".into();
+        assert!(matches!(
+            store.insert_device_reports(&dev, now(), &bad).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(store.device_telemetry(&dev, 10).await.unwrap().is_empty());
+        assert!(store.device_errors(&dev, 10).await.unwrap().is_empty());
+        assert_eq!(store.event_head().await.unwrap().0, head);
+
+        let seen = now() + time::Duration::minutes(5);
+        store
+            .insert_device_reports(&dev, seen, &batch)
+            .await
+            .unwrap();
+        let stored = store.device_telemetry(&dev, 10).await.unwrap();
+        assert_eq!(stored, vec![telemetry(2), telemetry(1)], "newest first");
+        assert_eq!(
+            store.device_telemetry(&dev, 1).await.unwrap(),
+            vec![telemetry(2)]
+        );
+        assert_eq!(store.device_errors(&dev, 10).await.unwrap(), batch.errors);
+        assert_eq!(store.event_head().await.unwrap().0, head + 1);
+        let events = store
+            .list_events(
+                &fleetward_store::EventFilter {
+                    kinds: vec![EventKind::RollbackAttempt],
+                    ..Default::default()
+                },
+                None,
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 1);
+        let device = store.device(&dev).await.unwrap().unwrap();
+        assert_eq!(device.last_seen, Some(seen));
+        assert_eq!(device.first_seen, Some(seen));
+        assert!(verify_log(&*store).await.is_ok());
+
+        // Each device keeps its newest rows only.
+        let max = i64::from(fleetward_store::reports::MAX_REPORT_ROWS_PER_DEVICE);
+        let flood = DeviceReports {
+            telemetry: (10..10 + max).map(telemetry).collect(),
+            ..Default::default()
+        };
+        store
+            .insert_device_reports(&dev, seen, &flood)
+            .await
+            .unwrap();
+        let kept = store.device_telemetry(&dev, 1000).await.unwrap();
+        assert_eq!(kept.len() as i64, max);
+        assert_eq!(kept[0], telemetry(9 + max));
+        assert_eq!(kept.last().unwrap(), &telemetry(10));
+        assert_eq!(store.device_errors(&dev, 10).await.unwrap().len(), 1);
+    })
+    .await;
+}

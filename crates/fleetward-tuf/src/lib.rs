@@ -26,14 +26,14 @@ pub use meta::{
     SPEC_VERSION, Signature, Signed, Snapshot, TargetFile, Targets, Timestamp,
 };
 pub use verify::{
-    DirectorImage, RawSigned, check_initial_root, check_root_update, check_targets,
-    director_targets, parse_signed, snapshot_for, timestamp_for, timestamp_refresh_due,
-    valid_target_name, verify_role,
+    DirectorImage, RawSigned, check_initial_root, check_not_expired, check_root_successor,
+    check_root_update, check_targets, director_targets, parse_signed, snapshot_for, timestamp_for,
+    timestamp_refresh_due, valid_target_name, verify_role,
 };
 
 /// Everything that can be wrong with metadata, in words a release manager
 /// can act on.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TufError {
     #[error("malformed metadata: {0}")]
     Malformed(String),

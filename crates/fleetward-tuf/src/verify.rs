@@ -137,6 +137,15 @@ pub fn check_initial_root(bytes: &[u8], now: OffsetDateTime) -> Result<Root> {
 /// threshold of the trusted root's root keys and by its own, with version
 /// exactly one more, and not expired.
 pub fn check_root_update(trusted: &Root, bytes: &[u8], now: OffsetDateTime) -> Result<Root> {
+    let root = check_root_successor(trusted, bytes)?;
+    not_expired(&root, now)?;
+    Ok(root)
+}
+
+/// One step of a client's root chain (spec 5.3.4–5.3.5) without the
+/// expiry check, which TUF applies only to the last root of the chain
+/// (an intermediate root may have expired long ago).
+pub fn check_root_successor(trusted: &Root, bytes: &[u8]) -> Result<Root> {
     let raw = parse_signed::<Root>(bytes)?;
     raw.signed.check_consistent()?;
     verify_role(&raw.canonical_signed, &raw.signatures, trusted, ROLE_ROOT)?;
@@ -153,8 +162,12 @@ pub fn check_root_update(trusted: &Root, bytes: &[u8], now: OffsetDateTime) -> R
             got: raw.signed.version,
         });
     }
-    not_expired(&raw.signed, now)?;
     Ok(raw.signed)
+}
+
+/// Fails when `signed` has expired at `now` (spec 5.3.10, 5.4.4, 5.5.6, 5.6.6).
+pub fn check_not_expired<T: Role>(signed: &T, now: OffsetDateTime) -> Result<()> {
+    not_expired(signed, now)
 }
 
 /// Target names are paths below `/tuf/targets/`: relative, no `..`, no

@@ -176,6 +176,55 @@ pub struct ReportsAck {
     pub accepted: u32,
 }
 
+/// Largest `POST /device/v1/reports` body in bytes (the device listener's
+/// body limit); more is `413`. Agents size their batches below it.
+pub const MAX_REPORTS_BODY: usize = 64 * 1024;
+
+/// `GET /device/v1/director/key`: the director's online public key (a TUF
+/// key object), which an agent pins right after enrolment. It travels over
+/// a connection whose server certificate chains to the fleet CA the agent
+/// was provisioned with, so nobody without that CA can substitute it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct DirectorKey {
+    pub keyid: String,
+    /// `{"keytype": "ed25519", "scheme": "ed25519", "keyval": {"public": hex}}`.
+    #[schema(value_type = Object)]
+    pub public_key: serde_json::Value,
+}
+
+/// `GET /api/v1/devices/{id}/telemetry`: what a device reported, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct DeviceTelemetry {
+    pub device_id: String,
+    pub telemetry: Vec<TelemetryEntry>,
+    pub errors: Vec<DeviceErrorEntry>,
+}
+
+/// One telemetry report as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct TelemetryEntry {
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub server_time: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub device_time: OffsetDateTime,
+    pub conditions: Conditions,
+}
+
+/// One reported error as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct DeviceErrorEntry {
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub server_time: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub device_time: OffsetDateTime,
+    pub context: String,
+    pub message: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ pub mod events;
 pub mod identity;
 pub mod operator;
 pub mod release;
+pub mod rollout;
 pub mod sca;
 
 use serde::{Deserialize, Serialize};

@@ -44,11 +44,21 @@ impl std::fmt::Display for Unreachable {
 
 impl std::error::Error for Unreachable {}
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    // The token is a secret: never in a debug print or a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl Client {
@@ -124,6 +134,26 @@ impl Client {
             }
         })?;
         Self::decode(response, &method, path).await
+    }
+
+    /// GETs a document as bytes, exactly as served (signed metadata must
+    /// not be re-encoded).
+    pub async fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let url = format!("{}{}", self.base, path);
+        let mut request = self.http.get(&url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| {
+            anyhow::Error::new(Unreachable(self.base.clone())).context(e.to_string())
+        })?;
+        let status = response.status();
+        anyhow::ensure!(status.is_success(), "GET {path}: {status}");
+        Ok(response
+            .bytes()
+            .await
+            .with_context(|| format!("reading the answer to GET {path}"))?
+            .to_vec())
     }
 
     /// POSTs a raw body (a file stream, signed metadata) with extra headers.

@@ -64,6 +64,9 @@ pub enum Command {
     /// Releases: upload, sign with offline keys, publish, revoke.
     #[command(subcommand)]
     Release(cmd::release::ReleaseCommand),
+    /// Rollouts: ship a published release to a query, phase by phase.
+    #[command(subcommand)]
+    Rollout(cmd::rollout::RolloutCommand),
     /// Offline root and targets keys of the image repository.
     #[command(subcommand)]
     Keys(cmd::keys::KeysCommand),

@@ -448,3 +448,139 @@ fn signed_release_flow_with_offline_keys() {
     assert_eq!(code, 1, "a revoked release stays revoked");
     assert_eq!(server.terminate(), 0);
 }
+
+/// `fleetward rollout …` against a real server, with a release published
+/// the release manager's way.
+#[test]
+fn rollout_flow_over_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let keys = dir.path().join("offline-keys");
+    let keys_arg = keys.to_str().unwrap();
+    for args in [
+        vec!["keys", "init", "--dir", keys_arg],
+        vec!["keys", "root", "--dir", keys_arg],
+    ] {
+        let (code, _, err) = server.cli(&args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    let image = dir.path().join("fw.img");
+    std::fs::write(&image, vec![7u8; 1000]).unwrap();
+    server.json(&[
+        "release",
+        "create",
+        "--version",
+        "1.4.0",
+        "--hardware",
+        "rev2",
+        "--artifact",
+        image.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let (code, _, err) = server.cli(&["release", "sign", "1.4.0", "--keys", keys_arg]);
+    assert_eq!(code, 0, "sign: {err}");
+    server.json(&["release", "publish", "1.4.0"]);
+    for n in 1..=4 {
+        let id = format!("dev-{n}");
+        let (code, _, err) = server.cli(&[
+            "device",
+            "register",
+            &id,
+            "--hardware",
+            "rev2",
+            "--version",
+            "1.3.0",
+            "--active",
+        ]);
+        assert_eq!(code, 0, "{err}");
+    }
+
+    let created = server.json(&[
+        "rollout",
+        "create",
+        "--release",
+        "1.4.0",
+        "--target",
+        r#"hw = "rev2""#,
+        "--phases",
+        "50%,100%",
+        "--soak",
+        "30m",
+        "--success-threshold",
+        "95%",
+        "--max-failures",
+        "5%",
+        "--max-failures-count",
+        "3",
+        "--rate",
+        "100/min",
+        "--window",
+        "daily 00:00-24:00 UTC",
+        "--timeout",
+        "2h",
+        "--retries",
+        "2",
+        "--continuous",
+    ]);
+    assert_eq!(created["queued"], 4, "{created}");
+    let settings = &created["rollout"]["settings"];
+    assert_eq!(
+        (
+            settings["phases"].as_str(),
+            settings["rate"].as_str(),
+            settings["retries"].as_u64(),
+            settings["continuous"].as_bool()
+        ),
+        (Some("50%,100%"), Some("100/min"), Some(2), Some(true)),
+        "{settings}"
+    );
+    let id = created["rollout"]["id"].as_str().unwrap().to_owned();
+
+    // Bad settings: refused by the server with the setting named, exit 1.
+    for (flag, value, expected) in [
+        ("--phases", "10%,5%,100%", "--phases"),
+        ("--window", "Mon-Fri 05:00-05:00", "--window"),
+        ("--success-threshold", "150%", "--success-threshold"),
+    ] {
+        let (code, _, err) = server.cli(&[
+            "rollout",
+            "create",
+            "--release",
+            "1.4.0",
+            "--target",
+            "hw = rev2",
+            flag,
+            value,
+        ]);
+        assert_eq!(code, 1, "{flag} {value}: {err}");
+        assert!(err.contains(expected), "{err}");
+    }
+
+    let listed = server.json(&["rollout", "list"]);
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    let (code, table, _) = server.cli(&["rollout", "list"]);
+    assert_eq!(code, 0);
+    assert!(table.contains(&id), "{table}");
+    let (code, status, err) = server.cli(&["rollout", "status", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(status.contains("phase 1/2"), "{status}");
+    assert!(
+        status.contains("50%") && status.contains("100%") && status.contains('['),
+        "per-phase bars: {status}"
+    );
+
+    assert_eq!(server.json(&["rollout", "pause", &id])["state"], "paused");
+    let (code, _, _) = server.cli(&["rollout", "pause", &id]);
+    assert_eq!(code, 1, "paused already");
+    assert_eq!(server.json(&["rollout", "resume", &id])["state"], "running");
+    let aborted = server.json(&["rollout", "abort", &id]);
+    assert_eq!(aborted["rollout"]["state"], "aborted");
+    assert_eq!(aborted["cancelled"], 4);
+    // Nothing older is published: a rollback is refused.
+    let (code, _, err) = server.cli(&["rollout", "abort", &id, "--rollback"]);
+    assert_eq!(code, 1, "{err}");
+    // --watch returns once the rollout no longer runs.
+    let (code, _, err) = server.cli(&["rollout", "status", &id, "--watch"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(server.terminate(), 0);
+}

@@ -10,9 +10,11 @@ pub mod events;
 pub mod identity;
 pub mod meta;
 pub mod releases;
+pub mod rollouts;
 pub mod sbom;
 pub mod security;
 pub mod settings;
+pub mod telemetry;
 pub mod tokens;
 
 use axum::Json;
@@ -59,6 +61,7 @@ pub fn operator_api() -> OpenApiRouter<AppState> {
         .routes(routes!(devices::register_devices))
         .routes(routes!(devices::count_devices))
         .routes(routes!(devices::get_device, devices::update_device))
+        .routes(routes!(telemetry::device_telemetry))
         .routes(routes!(audit::list_audit))
         .routes(routes!(events::list_events))
         .routes(routes!(events::event_checkpoints))
@@ -79,6 +82,19 @@ pub fn operator_api() -> OpenApiRouter<AppState> {
         .routes(routes!(releases::upload_root))
         .routes(routes!(sbom::release_vulnerabilities))
         .merge(identity_routes())
+        .merge(rollout_routes())
+}
+
+/// Rollouts and their executions.
+fn rollout_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(rollouts::create_rollout, rollouts::list_rollouts))
+        .routes(routes!(rollouts::get_rollout))
+        .routes(routes!(rollouts::pause_rollout))
+        .routes(routes!(rollouts::resume_rollout))
+        .routes(routes!(rollouts::abort_rollout))
+        .routes(routes!(rollouts::list_executions))
+        .routes(routes!(rollouts::execution_history))
 }
 
 /// Device identity management (enrolment tokens, allow-list, revocation).

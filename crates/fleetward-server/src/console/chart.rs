@@ -40,8 +40,6 @@ pub fn bars(caption: &str, bars: &[Bar]) -> Markup {
     }
 }
 
-// Drawn by the device page's telemetry section (device reports).
-#[allow(dead_code)]
 /// A line chart of `(x, y)` points (x ascending), e.g. a telemetry series.
 pub fn line(caption: &str, unit: &str, points: &[(f64, f64)]) -> Markup {
     let (w, h, pad) = (520.0_f64, 160.0_f64, 30.0_f64);

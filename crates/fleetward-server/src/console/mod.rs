@@ -25,6 +25,7 @@
 
 mod chart;
 mod pages;
+mod rollouts;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, State};
@@ -62,6 +63,9 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console/devices/{id}", get(pages::device))
         .route("/console/devices/{id}/quarantine", post(pages::quarantine))
         .route("/console/releases", get(pages::releases))
+        .route("/console/rollouts", get(rollouts::list))
+        .route("/console/rollouts/{id}", get(rollouts::show))
+        .route("/console/rollouts/{id}/{action}", post(rollouts::act))
         .route("/console/events", get(pages::events))
         .route("/console/events/{seq}", get(pages::event))
         .route("/console/audit", get(pages::audit))
@@ -361,11 +365,12 @@ pub(crate) enum Section {
     Overview,
     Devices,
     Releases,
+    Rollouts,
     Events,
     Audit,
 }
 
-const SECTIONS: [(Section, &str, &str, Permission); 5] = [
+const SECTIONS: [(Section, &str, &str, Permission); 6] = [
     (
         Section::Overview,
         "/console/",
@@ -383,6 +388,12 @@ const SECTIONS: [(Section, &str, &str, Permission); 5] = [
         "/console/releases",
         "Releases",
         Permission::ReleaseRead,
+    ),
+    (
+        Section::Rollouts,
+        "/console/rollouts",
+        "Rollouts",
+        Permission::RolloutRead,
     ),
     (
         Section::Events,

@@ -21,11 +21,11 @@ use crate::error::ApiError;
 
 const PAGE: u32 = 50;
 
-fn fail(session: &Session, error: impl Into<ApiError>) -> Response {
+pub(super) fn fail(session: &Session, error: impl Into<ApiError>) -> Response {
     error_page(Some(session), &error.into())
 }
 
-fn when(at: OffsetDateTime) -> String {
+pub(super) fn when(at: OffsetDateTime) -> String {
     at.replace_nanosecond(0)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
@@ -54,7 +54,7 @@ pub(crate) struct Fragment {
 }
 
 impl Fragment {
-    fn main(&self) -> bool {
+    pub(super) fn main(&self) -> bool {
         self.fragment.as_deref() == Some("main")
     }
 }
@@ -369,6 +369,41 @@ pub async fn device(
             ..EventFilter::default()
         };
         let timeline = recent_events(&state, &timeline_filter, 30).await?;
+        let updates: Vec<_> = state
+            .store
+            .list_executions(
+                &fleetward_store::ExecutionFilter {
+                    device: Some(id.clone()),
+                    ..fleetward_store::ExecutionFilter::default()
+                },
+                None,
+                50,
+            )
+            .await?
+            .iter()
+            .map(crate::api::rollouts::execution_to_wire)
+            .collect();
+        let telemetry = state.store.device_telemetry(&id, 200).await?;
+        let mut samples: Vec<(f64, fleetward_wire::device::Conditions)> = telemetry
+            .iter()
+            .filter_map(|t| {
+                serde_json::from_str(&t.conditions)
+                    .ok()
+                    .map(|c| (t.server_time.unix_timestamp() as f64, c))
+            })
+            .collect();
+        samples.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let series = |value: &dyn Fn(&fleetward_wire::device::Conditions) -> Option<f64>| {
+            let first = samples.first().map_or(0.0, |(at, _)| *at);
+            samples
+                .iter()
+                .filter_map(|(at, c)| value(c).map(|v| (at - first, v)))
+                .collect::<Vec<_>>()
+        };
+        let cpu = series(&|c| c.cpu_percent);
+        let memory = series(&|c| c.memory_used_bytes.map(|m| m as f64 / 1_048_576.0));
+        let temperature = series(&|c| c.temperature_celsius);
+        let latest = samples.last().map(|(_, c)| c.clone());
         let can_quarantine = session.can(Permission::FleetWrite)
             && matches!(device.status, DeviceStatus::Active | DeviceStatus::Pending);
         Ok::<_, ApiError>(html! {
@@ -421,6 +456,37 @@ pub async fn device(
                     }
                     button class="danger" type="submit" { "Quarantine this device" }
                 }
+            }
+            h2 { "Update history" }
+            div class="table-wrap" { table {
+                thead { tr { th scope="col" { "Rollout" } th scope="col" { "Release" } th scope="col" { "State" } th scope="col" { "Reason" } th scope="col" { "Updated" } } }
+                tbody {
+                    @for e in &updates {
+                        tr {
+                            td { a href=(format!("/console/rollouts/{}", e.rollout_id)) { (e.rollout_id) } }
+                            td { (e.release) }
+                            td class=(match e.state.as_str() { "succeeded" => "good", "failed" | "timed-out" | "rolled-back" => "bad", _ => "" }) { (e.state) }
+                            td { (e.reason.as_deref().unwrap_or("")) }
+                            td class="mono" { (when(e.updated_at)) }
+                        }
+                    }
+                    @if updates.is_empty() { tr { td colspan="5" class="muted" { "No update offered yet." } } }
+                }
+            } }
+            h2 { "Operating conditions" }
+            @if let Some(latest) = &latest {
+                p {
+                    "Agent " (latest.agent_version)
+                    @if let Some(uptime) = latest.uptime_secs { " · up " (uptime / 3600) " h" }
+                    @if let Some(disk) = latest.disk_used_bytes { " · disk " (disk / 1_048_576) " MiB used" }
+                }
+                div class="grid2" {
+                    (chart::line("CPU load (%) over seconds", "%", &cpu))
+                    (chart::line("Memory used (MiB) over seconds", "MiB", &memory))
+                    @if !temperature.is_empty() { (chart::line("Temperature (°C) over seconds", "°C", &temperature)) }
+                }
+            } @else {
+                p class="muted" { "The device has not reported telemetry yet." }
             }
             h2 { "Security timeline (newest first)" }
             (events_table(&timeline, false))

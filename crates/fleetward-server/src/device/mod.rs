@@ -7,6 +7,7 @@
 
 pub mod enroll;
 pub mod listener;
+pub mod reports;
 
 use std::net::SocketAddr;
 
@@ -165,6 +166,9 @@ pub fn device_api() -> OpenApiRouter<AppState> {
         .routes(routes!(device_self))
         .routes(routes!(crl))
         .routes(routes!(ca_certificate))
+        .routes(routes!(crate::rollout::report_execution))
+        .routes(routes!(reports::post_reports))
+        .routes(routes!(director_key))
 }
 
 /// `GET /device/v1/openapi.json`.
@@ -225,4 +229,20 @@ pub async fn ca_certificate(State(state): State<AppState>) -> impl IntoResponse 
         [(header::CONTENT_TYPE, "application/x-pem-file")],
         state.identity.ca.cert_pem().to_owned(),
     )
+}
+
+/// The director's online public key, which agents pin after enrolment
+/// (see ARCHITECTURE.md, "How a device trusts the director").
+#[utoipa::path(get, path = "/device/v1/director/key", tag = "updates",
+    security(("device_certificate" = [])),
+    responses((status = 200, body = fleetward_wire::device::DirectorKey), (status = 401, body = ErrorBody)))]
+pub async fn director_key(
+    State(state): State<AppState>,
+    _me: DeviceIdentity,
+) -> Result<Json<fleetward_wire::device::DirectorKey>, ApiError> {
+    let key = state.releases.keys.director.public();
+    Ok(Json(fleetward_wire::device::DirectorKey {
+        keyid: fleetward_tuf::key_id(&key).map_err(|_| ApiError::internal())?,
+        public_key: serde_json::to_value(&key).map_err(|_| ApiError::internal())?,
+    }))
 }

@@ -13,6 +13,7 @@
 
 pub mod alerts;
 pub mod respond;
+pub mod watch;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -58,6 +59,8 @@ pub struct Monitor {
     policy: DetectionPolicy,
     failures: Mutex<HashMap<IpAddr, SourceFailures>>,
     sightings: Mutex<HashMap<DeviceId, DeviceSightings>>,
+    /// Rules fed by device reports and polls.
+    pub watch: watch::DeviceWatch,
 }
 
 #[derive(Debug, Default)]
@@ -87,6 +90,7 @@ impl Monitor {
             policy,
             failures: Mutex::default(),
             sightings: Mutex::default(),
+            watch: watch::DeviceWatch::default(),
         }
     }
 

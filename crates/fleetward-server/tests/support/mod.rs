@@ -67,6 +67,7 @@ impl TestServer {
             identity: Default::default(),
             releases: Default::default(),
             monitor: Default::default(),
+            rollout_tick: std::time::Duration::from_millis(50),
         };
         fleetward_server::start(config).await.unwrap()
     }
@@ -89,6 +90,8 @@ impl TestServer {
             identity: Default::default(),
             releases: Default::default(),
             monitor: Default::default(),
+            // Fast, so tests wait for the rollout engine briefly.
+            rollout_tick: std::time::Duration::from_millis(50),
         };
         adjust(&mut config);
         let url = config.database_url.clone();
@@ -276,6 +279,46 @@ impl TestServer {
         }
     }
 
+    /// Rolls `release` out to the devices `target` selects, all at once,
+    /// and waits until the engine has let every one of them go out: the
+    /// director names the release to each on its next poll.
+    pub async fn offer_release(&self, release: &str, target: &str) -> String {
+        let created = self
+            .post(
+                &self.admin,
+                "/api/v1/rollouts",
+                serde_json::json!({ "release": release, "target": target, "soak": "0" }),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+        let id = created.body["rollout"]["id"].as_str().unwrap().to_owned();
+        let queued = created.body["queued"].as_u64().unwrap();
+        self.wait_for_rollout(&id, |r| {
+            r["totals"]["released"].as_u64().unwrap() + r["totals"]["in_progress"].as_u64().unwrap()
+                >= queued
+        })
+        .await;
+        id
+    }
+
+    /// Polls a rollout until `done` holds (the engine ticks every 50 ms
+    /// here); gives up after a generous bound so a bug fails, not hangs.
+    pub async fn wait_for_rollout(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..400 {
+            let answer = self
+                .get(&self.admin, &format!("/api/v1/rollouts/{id}"))
+                .await;
+            assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+            if done(&answer.body) {
+                return answer.body;
+            }
+            last = answer.body;
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("rollout {id} never got there: {last:#}");
+    }
+
     pub fn device_base(&self) -> String {
         format!("https://{}", self.server.as_ref().unwrap().addrs.device)
     }
@@ -285,4 +328,83 @@ impl TestServer {
             server.shutdown().await.unwrap();
         }
     }
+}
+
+pub fn audit() -> fleetward_store::AuditEntry {
+    fleetward_store::AuditEntry {
+        at: time::OffsetDateTime::now_utc(),
+        actor: "test".into(),
+        action: "test.plant".into(),
+        target: "t".into(),
+        source: "test".into(),
+        detail: serde_json::json!({}),
+    }
+}
+
+/// Plants releases `(version, hardware, state)`, each with its own artifact.
+pub async fn plant_releases(
+    server: &TestServer,
+    releases: &[(&str, &str, fleetward_core::ReleaseState)],
+) {
+    let store = server.store().await;
+    let now = time::OffsetDateTime::now_utc();
+    for (n, (version, hardware, state)) in releases.iter().enumerate() {
+        let byte = u8::try_from(n + 1).unwrap();
+        let artifact = fleetward_store::ArtifactRecord {
+            sha256: format!("{byte:02x}").repeat(32),
+            sha512: format!("{byte:02x}").repeat(64),
+            length: 1000 + u64::from(byte),
+            created_at: now,
+        };
+        store.insert_artifact(&artifact, &audit()).await.unwrap();
+        store
+            .insert_release(
+                &fleetward_store::ReleaseRecord {
+                    version: (*version).into(),
+                    hardware: (*hardware).into(),
+                    state: fleetward_core::ReleaseState::Draft,
+                    target_name: format!("{hardware}/{version}/fw.img"),
+                    artifact_sha256: artifact.sha256.clone(),
+                    sbom_sha256: None,
+                    notes: String::new(),
+                    created_at: now,
+                    created_by: "test".into(),
+                    updated_at: now,
+                },
+                &audit(),
+            )
+            .await
+            .unwrap();
+        let mut from = fleetward_core::ReleaseState::Draft;
+        for step in [
+            fleetward_core::ReleaseState::Signed,
+            fleetward_core::ReleaseState::Published,
+            *state,
+        ] {
+            if step == from
+                || (step == fleetward_core::ReleaseState::Published
+                    && *state == fleetward_core::ReleaseState::Signed)
+            {
+                continue;
+            }
+            store
+                .publish_tuf(
+                    &[],
+                    &[fleetward_store::ReleaseTransition {
+                        version: (*version).into(),
+                        from,
+                        to: step,
+                        at: now,
+                    }],
+                    &audit(),
+                )
+                .await
+                .unwrap();
+            from = step;
+            if step == *state {
+                break;
+            }
+        }
+    }
+    store.close().await;
 }

@@ -2,8 +2,13 @@
 //! this binary.
 //!
 //! It starts a real server (embedded SQLite in a temporary data dir, free
-//! ports), initialises it, and drives it only through the public operator
-//! API, exactly as a user's scripts would. It grows as features land.
+//! ports), initialises it, and drives the whole secure-update loop through
+//! the same code paths as the CLI commands it prints: the device registry,
+//! offline release keys (2 of 3), the SBOM gate, a signed release, real
+//! agents (the fleet simulator: each with its own key, certificate and
+//! mutual-TLS connection, verifying TUF and director metadata) enrolling and
+//! receiving the release through a phased rollout, and the verification of
+//! the tamper-evident security-event log.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,6 +30,9 @@ pub struct DemoArgs {
     /// How many simulated devices to register.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub devices: u32,
+    /// How many simulated agents enrol and take part in the rollout.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=5_000))]
+    pub agents: u32,
     /// Operator listener (default: a free port on 127.0.0.1).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
@@ -61,7 +69,7 @@ fn demo_fleet(count: u32) -> Vec<RegisterDevice> {
         .collect()
 }
 
-pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(cli: &crate::Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> {
     let dir = tempfile::Builder::new()
         .prefix("fleetward-demo-")
         .tempdir()
@@ -85,6 +93,8 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
         identity: Default::default(),
         releases: Default::default(),
         monitor: Default::default(),
+        // Phases advance within the demo's patience.
+        rollout_tick: std::time::Duration::from_millis(200),
     };
     let server = fleetward_server::start(config).await?;
     let base = format!("http://{}", server.addrs.operator);
@@ -94,7 +104,15 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     );
     let client = Client::new(&base, Some(init.admin_token.clone()))?;
 
-    let outcome = drive(&client, args.devices).await;
+    let demo = Demo {
+        cli,
+        client: &client,
+        device_url: format!("https://{}", server.addrs.device),
+        data_dir: &data_dir,
+        work: dir.path().join("offline"),
+        database_url: ServerConfig::default_database_url(&data_dir),
+    };
+    let outcome = demo.drive(args).await;
     if let Err(error) = &outcome {
         eprintln!("demo failed: {error:#}");
     }
@@ -106,6 +124,9 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
             init.admin_token
         );
         println!("    fleetward device list --query 'region = \"eu\" and not beta'");
+        println!("    fleetward rollout list");
+        println!("    fleetward events list --min-severity medium");
+        println!("Web console: {base}/console/ (sign in with the token above).");
         println!(
             "    curl -H \"Authorization: Bearer $FLEETWARD_TOKEN\" {base}/api/v1/devices/count"
         );
@@ -118,7 +139,7 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
     outcome.map(|()| ExitCode::SUCCESS)
 }
 
-async fn drive(client: &Client, devices: u32) -> anyhow::Result<()> {
+async fn registry(client: &Client, devices: u32) -> anyhow::Result<()> {
     let fleet = demo_fleet(devices);
     let progress = indicatif::ProgressBar::new(u64::from(devices));
     progress.set_style(
@@ -156,10 +177,303 @@ async fn drive(client: &Client, devices: u32) -> anyhow::Result<()> {
     let audit: AuditPage = client
         .get("/api/v1/audit", &[("limit", "1000".to_owned())])
         .await?;
-    println!();
     println!(
-        "Summary: {devices} devices registered, {} audit records written.",
+        "  {devices} devices registered, {} audit records written.",
         audit.items.len()
     );
     Ok(())
+}
+/// Everything the demo's steps share.
+struct Demo<'a> {
+    cli: &'a crate::Cli,
+    client: &'a Client,
+    device_url: String,
+    data_dir: &'a std::path::Path,
+    /// The release manager's machine: offline keys, images, SBOMs.
+    work: std::path::PathBuf,
+    database_url: String,
+}
+
+const ADVISORY: &str = include_str!("demo_data/RUSTSEC-2021-0003.json");
+const SBOM_VULNERABLE: &str = include_str!("demo_data/sbom-smallvec-1.6.0.cdx.json");
+const SBOM_FIXED: &str = include_str!("demo_data/sbom-smallvec-1.6.1.cdx.json");
+const RELEASE: &str = "1.1.0";
+
+fn step(title: &str) {
+    println!();
+    println!("== {title}");
+}
+
+impl Demo<'_> {
+    async fn drive(&self, args: &DemoArgs) -> anyhow::Result<()> {
+        use super::keys::KeysCommand;
+        use super::release::ReleaseCommand;
+
+        step("1/6 Device registry and target queries");
+        registry(self.client, args.devices).await?;
+
+        step("2/6 Offline release keys: 2 of 3 root keys, 2 of 3 targets keys");
+        std::fs::create_dir_all(&self.work)?;
+        let keys = self.work.join("release-keys");
+        println!(
+            "$ fleetward keys init --dir {} --root-keys 3 --root-threshold 2 --targets-keys 3 --targets-threshold 2",
+            keys.display()
+        );
+        super::keys::run(
+            None,
+            false,
+            &KeysCommand::Init {
+                dir: keys.clone(),
+                root_keys: 3,
+                root_threshold: 2,
+                targets_keys: 3,
+                targets_threshold: 2,
+                passphrase_file: None,
+                kdf_log_n: 17,
+            },
+        )
+        .await?;
+        println!("$ fleetward keys root --dir {}", keys.display());
+        super::keys::run(
+            Some(self.client.clone()),
+            false,
+            &KeysCommand::Root {
+                dir: keys.clone(),
+                old_dir: None,
+                expires: std::time::Duration::from_secs(365 * 86_400),
+                passphrase_file: None,
+                old_passphrase_file: None,
+            },
+        )
+        .await?;
+
+        step("3/6 The SBOM gate: advisories, licences, policy");
+        let advisories = self.work.join("advisories");
+        std::fs::create_dir_all(&advisories)?;
+        std::fs::write(advisories.join("RUSTSEC-2021-0003.json"), ADVISORY)?;
+        let index = self.data_dir.join("advisories");
+        println!("$ fleetward advisories import {}", advisories.display());
+        super::advisories::run(
+            self.cli,
+            &super::advisories::AdvisoriesCommand::Import {
+                sources: vec![advisories],
+                into: Some(index.clone()),
+            },
+        )?;
+        let vulnerable = self.work.join("fw-1.1.0-rc1.cdx.json");
+        let fixed = self.work.join("fw-1.1.0.cdx.json");
+        std::fs::write(&vulnerable, SBOM_VULNERABLE)?;
+        std::fs::write(&fixed, SBOM_FIXED)?;
+        for (sbom, expected) in [(&vulnerable, 1u8), (&fixed, 0u8)] {
+            println!("$ fleetward scan {}", sbom.display());
+            let code = super::scan::run(
+                self.cli,
+                &super::scan::ScanArgs {
+                    sbom: sbom.clone(),
+                    advisories: Some(index.clone()),
+                    policy: None,
+                    format: super::scan::Format::Table,
+                    target_os: Vec::new(),
+                },
+            )?;
+            let verdict = if expected == 1 {
+                "exit 1: a CI job or the publish gate stops this build"
+            } else {
+                "exit 0: this build may ship"
+            };
+            anyhow::ensure!(
+                code == ExitCode::from(expected),
+                "the scan of {} did not end as expected",
+                sbom.display()
+            );
+            println!("  -> {verdict}");
+        }
+
+        step("4/6 A signed release: upload, sign offline (2 of 3), publish through the gate");
+        let image = self.work.join("fw-1.1.0.img");
+        std::fs::write(&image, demo_image(1024 * 1024))?;
+        println!(
+            "$ fleetward release create --version {RELEASE} --hardware rev2 --artifact {} --sbom {}",
+            image.display(),
+            fixed.display()
+        );
+        super::release::run(
+            self.client,
+            false,
+            &ReleaseCommand::Create {
+                version: RELEASE.into(),
+                hardware: "rev2".into(),
+                artifact: image.clone(),
+                sbom: Some(fixed.clone()),
+                notes: Some("demo release".into()),
+                quiet: true,
+            },
+        )
+        .await?;
+        println!(
+            "$ fleetward release sign {RELEASE} --keys {}",
+            keys.display()
+        );
+        super::release::run(
+            self.client,
+            false,
+            &ReleaseCommand::Sign {
+                version: RELEASE.into(),
+                keys: keys.clone(),
+                passphrase_file: None,
+                expires: std::time::Duration::from_secs(90 * 86_400),
+                max_signatures: None,
+                artifact: Some(image),
+            },
+        )
+        .await?;
+        println!("$ fleetward release publish {RELEASE}");
+        super::release::run(
+            self.client,
+            false,
+            &ReleaseCommand::Publish {
+                version: RELEASE.into(),
+            },
+        )
+        .await?;
+
+        step("5/6 Agents enrol (their own keys, mutual TLS) and a phased rollout reaches them");
+        self.rollout(args.agents).await?;
+
+        step("6/6 The security-event log");
+        let verification: fleetward_wire::events::EventVerification =
+            self.client.get("/api/v1/events/verify", &[]).await?;
+        println!(
+            "$ fleetward events verify\n  chain {}: {} entries, {} signed checkpoints, {} entries after the last checkpoint",
+            if verification.ok { "intact" } else { "BROKEN" },
+            verification.entries,
+            verification.checkpoints,
+            verification.unsigned_tail
+        );
+        anyhow::ensure!(verification.ok, "the event log does not verify");
+        Ok(())
+    }
+
+    async fn rollout(&self, agents: u32) -> anyhow::Result<()> {
+        use fleetward_wire::identity::{CreateEnrollToken, CreatedEnrollToken};
+        use fleetward_wire::rollout::{CreateRollout, Rollout, RolloutCreated};
+
+        let mut tags = BTreeMap::new();
+        tags.insert("ring".to_owned(), "demo".to_owned());
+        let token: CreatedEnrollToken = self
+            .client
+            .post(
+                "/api/v1/enroll-tokens",
+                &CreateEnrollToken {
+                    name: Some("demo agents".into()),
+                    tags,
+                    uses: agents,
+                    expires_in_secs: 3600,
+                    require_approval: false,
+                    allow_listed_only: false,
+                },
+            )
+            .await?;
+        let ca_pem = {
+            let store = fleetward_store::open(&self.database_url).await?;
+            let ca = store
+                .ca()
+                .await?
+                .context("the server has no fleet CA")?
+                .cert_pem;
+            store.close().await;
+            ca
+        };
+        let root_json = self.client.get_bytes("/tuf/metadata/1.root.json").await?;
+        let sim = fleetward_agent::sim::SimConfig {
+            server: self.device_url.clone(),
+            ca_pem: ca_pem.into_bytes(),
+            root_json,
+            token: token.token,
+            devices: usize::try_from(agents)?,
+            id_prefix: "agent-".into(),
+            hardware: "rev2".into(),
+            initial_version: "1.0.0".into(),
+            rounds: 0,
+            concurrency: 16,
+            fail_rate: 0.0,
+            rollback_rate: 0.0,
+            offline_rate: 0.1,
+            work_dir: self.work.join("agents"),
+        };
+        let mut fleet = fleetward_agent::sim::SimFleet::enrol(&sim).await?;
+        let enrolled = fleet.stats().summary();
+        println!(
+            "  {} agents enrolled with a token tagged ring=demo (each made its own key; the server only saw a CSR)",
+            enrolled["enrolled"]
+        );
+        let target = r#"ring = "demo" and hw = "rev2""#;
+        println!(
+            "$ fleetward rollout create --release {RELEASE} --target '{target}' --phases 10%,50%,100% --soak 2s --success-threshold 90%"
+        );
+        let created: RolloutCreated = self
+            .client
+            .post(
+                "/api/v1/rollouts",
+                &CreateRollout {
+                    release: RELEASE.into(),
+                    target: target.into(),
+                    phases: Some("10%,50%,100%".into()),
+                    soak: Some("2s".into()),
+                    success_threshold: Some("90%".into()),
+                    max_failures: Some("20%".into()),
+                    max_failures_count: None,
+                    rate: None,
+                    window: None,
+                    timeout: Some("10m".into()),
+                    retries: None,
+                    continuous: false,
+                },
+            )
+            .await?;
+        let rollout = created.rollout;
+        println!("  {} devices queued", created.queued);
+        let path = format!("/api/v1/rollouts/{}", rollout.id);
+        let mut last_phase = u32::MAX;
+        for _ in 0..200 {
+            fleet.round(&sim).await;
+            let now: Rollout = self.client.get(&path, &[]).await?;
+            if now.current_phase != last_phase || now.state != "running" {
+                last_phase = now.current_phase;
+                println!("$ fleetward rollout status {}", rollout.id);
+                super::rollout::run(
+                    self.client,
+                    false,
+                    &super::rollout::RolloutCommand::Status {
+                        id: rollout.id.clone(),
+                        watch: false,
+                    },
+                )
+                .await?;
+            }
+            match now.state.as_str() {
+                "completed" => break,
+                "running" => {}
+                other => anyhow::bail!(
+                    "the rollout is {other}: {}",
+                    now.pause_reason.unwrap_or_default()
+                ),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        fleet.flush().await;
+        let stats = fleet.stats().summary();
+        println!(
+            "  agents: {} updated after verifying TUF + director metadata and the image hash, {} polls, {} reports sent",
+            stats["updated"], stats["polls"], stats["reports_sent"]
+        );
+        Ok(())
+    }
+}
+
+/// A deterministic stand-in for a firmware image.
+fn demo_image(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| u8::try_from((i * 31 + i / 7) % 251).unwrap_or(0))
+        .collect()
 }

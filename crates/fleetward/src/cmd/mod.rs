@@ -10,6 +10,7 @@ pub mod keys;
 pub mod migrate;
 pub mod monitor_config;
 pub mod release;
+pub mod rollout;
 pub mod scan;
 pub mod server;
 pub mod settings;
@@ -30,10 +31,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scan(args) => scan::run(&cli, args),
         Command::Advisories(command) => advisories::run(&cli, command),
         Command::Server(args) => server::serve(&cli, args).await,
-        Command::Demo(args) => demo::run(args).await,
+        Command::Demo(args) => demo::run(&cli, args).await,
         Command::Device(command) => device::run(&api_client(&cli)?, cli.json, command).await,
         Command::Keys(command) => keys::run(api_client(&cli).ok(), cli.json, command).await,
         Command::Release(command) => release::run(&api_client(&cli)?, cli.json, command).await,
+        Command::Rollout(command) => rollout::run(&api_client(&cli)?, cli.json, command).await,
         Command::Token(command) => token::run(&api_client(&cli)?, cli.json, command).await,
         Command::EnrollToken(command) => {
             identity::run_enroll_token(&api_client(&cli)?, cli.json, command).await

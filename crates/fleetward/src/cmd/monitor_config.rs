@@ -25,6 +25,8 @@ pub struct MonitorFile {
     poll_late_factor: Option<f64>,
     telemetry_z_threshold: Option<f64>,
     telemetry_min_samples: Option<usize>,
+    /// Events one device may report per minute; the excess is dropped and counted.
+    device_events_per_minute: Option<u32>,
     #[serde(default)]
     webhook: Vec<WebhookFile>,
     syslog: Option<SyslogFile>,
@@ -134,6 +136,12 @@ impl MonitorFile {
         }
         if let Some(samples) = self.telemetry_min_samples {
             detection.min_samples = samples.max(2);
+        }
+        if let Some(rate) = self.device_events_per_minute {
+            if rate == 0 {
+                bail!("monitor.device_events_per_minute must be at least 1");
+            }
+            detection.device_events_per_minute = rate;
         }
         for (n, hook) in self.webhook.into_iter().enumerate() {
             config

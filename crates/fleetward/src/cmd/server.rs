@@ -62,6 +62,9 @@ pub struct ServerArgs {
     /// How long a renewed device's previous certificate stays valid, e.g. 24h.
     #[arg(long, env = "FLEETWARD_RENEWAL_OVERLAP", value_parser = humantime::parse_duration)]
     pub renewal_overlap: Option<std::time::Duration>,
+    /// How often the rollout engine moves rollouts forward, e.g. 5s.
+    #[arg(long, env = "FLEETWARD_ROLLOUT_TICK", value_parser = humantime::parse_duration)]
+    pub rollout_tick: Option<std::time::Duration>,
     /// Largest artifact (release image, SBOM) accepted, in bytes [default: 4 GiB].
     #[arg(long, env = "FLEETWARD_MAX_ARTIFACT_BYTES")]
     pub max_artifact_bytes: Option<u64>,
@@ -90,6 +93,8 @@ pub struct FileConfig {
     pub renew_before: Option<std::time::Duration>,
     #[serde(default, with = "humantime_serde_opt")]
     pub renewal_overlap: Option<std::time::Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub rollout_tick: Option<std::time::Duration>,
     pub max_artifact_bytes: Option<u64>,
     pub artifact_dir: Option<PathBuf>,
     /// Detection, alerts and automatic quarantine.
@@ -196,6 +201,11 @@ pub fn resolve(cli: &Cli, args: &ServerArgs, file: FileConfig) -> anyhow::Result
             .monitor
             .resolve()
             .context("[monitor] in fleetward.toml")?,
+        rollout_tick: args
+            .rollout_tick
+            .or(file.rollout_tick)
+            .filter(|d| !d.is_zero())
+            .unwrap_or(fleetward_server::rollout::DEFAULT_TICK),
         data_dir,
     })
 }
