@@ -204,6 +204,82 @@ const TABLES: &[Table] = &[
     ),
     ("event_anchor", &[("id", Int), ("seq", Int)], "id"),
     ("monitor_cursors", &[("name", Text), ("seq", Int)], "name"),
+    (
+        "rollouts",
+        &[
+            ("seq", Int),
+            ("id", Text),
+            ("release_version", Text),
+            ("hardware", Text),
+            ("target", Text),
+            ("settings", Text),
+            ("state", Text),
+            ("current_phase", Int),
+            ("phase_started_at", Int),
+            ("soak_started_at", Int),
+            ("pause_reason", Text),
+            ("rollback_of", Text),
+            ("created_at", Int),
+            ("created_by", Text),
+            ("updated_at", Int),
+        ],
+        "seq",
+    ),
+    (
+        "rollout_executions",
+        &[
+            ("seq", Int),
+            ("rollout_seq", Int),
+            ("device_id", Text),
+            ("phase", Int),
+            ("attempt", Int),
+            ("state", Text),
+            ("failure", Text),
+            ("reason", Text),
+            ("released_at", Int),
+            ("offered_at", Int),
+            ("updated_at", Int),
+        ],
+        "seq",
+    ),
+    (
+        "execution_transitions",
+        &[
+            ("seq", Int),
+            ("execution_seq", Int),
+            ("attempt", Int),
+            ("at", Int),
+            ("from_state", Text),
+            ("to_state", Text),
+            ("failure", Text),
+            ("reason", Text),
+            ("actor", Text),
+        ],
+        "seq",
+    ),
+    (
+        "device_telemetry",
+        &[
+            ("id", Int),
+            ("device", Text),
+            ("server_time", Int),
+            ("device_time", Int),
+            ("conditions", Text),
+        ],
+        "id",
+    ),
+    (
+        "device_errors",
+        &[
+            ("id", Int),
+            ("device", Text),
+            ("server_time", Int),
+            ("device_time", Int),
+            ("context", Text),
+            ("message", Text),
+        ],
+        "id",
+    ),
 ];
 
 /// Tables that are not copied, and why.
@@ -323,10 +399,18 @@ pub async fn copy_sqlite_to_postgres(from: &SqliteStore, to: &PostgresStore) -> 
         .execute(&mut *tx)
         .await?;
     // Identity columns continue after the copied rows.
-    for table in ["devices", "audit_log"] {
+    for (table, column) in [
+        ("devices", "seq"),
+        ("audit_log", "seq"),
+        ("rollouts", "seq"),
+        ("rollout_executions", "seq"),
+        ("execution_transitions", "seq"),
+        ("device_telemetry", "id"),
+        ("device_errors", "id"),
+    ] {
         sqlx::query(&format!(
-            "SELECT setval(pg_get_serial_sequence('{table}', 'seq'), \
-             GREATEST((SELECT max(seq) FROM {table}), 1), (SELECT max(seq) FROM {table}) IS NOT NULL)"
+            "SELECT setval(pg_get_serial_sequence('{table}', '{column}'), \
+             GREATEST((SELECT max({column}) FROM {table}), 1), (SELECT max({column}) FROM {table}) IS NOT NULL)"
         ))
         .execute(&mut *tx)
         .await?;
