@@ -69,7 +69,10 @@ struct Watched {
     counters: Option<(OffsetDateTime, Option<u64>, Option<u64>)>,
     rate_start: Option<OffsetDateTime>,
     rate_count: u32,
+    /// Dropped in this window after its first overflow was reported.
     rate_dropped: u32,
+    /// Whether this window's first overflow was reported already.
+    rate_reported: bool,
     /// Finding kind (and detail) → no repeat before then.
     quiet: HashMap<String, OffsetDateTime>,
 }
@@ -295,6 +298,7 @@ impl DeviceWatch {
                 watched.rate_start = Some(at);
                 watched.rate_count = 0;
                 watched.rate_dropped = 0;
+                watched.rate_reported = false;
             }
             let room = per_minute.saturating_sub(watched.rate_count);
             let offered32 = u32::try_from(offered).unwrap_or(u32::MAX);
@@ -304,7 +308,8 @@ impl DeviceWatch {
             if excess > 0 {
                 // The first overflow of a window is reported at once; the
                 // rest of the window's count goes out with the next window.
-                if watched.rate_dropped == 0 && notice.is_none() {
+                if !watched.rate_reported && notice.is_none() {
+                    watched.rate_reported = true;
                     notice = Some(dropped(device, excess, at));
                 } else {
                     watched.rate_dropped += excess;
