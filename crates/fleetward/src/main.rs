@@ -58,6 +58,8 @@ pub enum Command {
     Server(cmd::server::ServerArgs),
     /// Run a self-contained demonstration on a temporary data dir.
     Demo(cmd::demo::DemoArgs),
+    /// Simulated devices speaking the real protocol (load, trying rollouts).
+    Sim(cmd::sim::SimArgs),
     /// Devices in the registry.
     #[command(subcommand)]
     Device(cmd::device::DeviceCommand),

@@ -344,6 +344,52 @@ fn demo_runs_on_a_fresh_machine() {
     let (code, out, err) = run(fleetward(dir.path()).current_dir(dir.path()).arg("demo"));
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("Target queries run in the database"), "{out}");
+    // The whole loop: the gate stops the vulnerable build, the release is
+    // signed and published, every agent installs it through the phases.
+    for expected in [
+        "RUSTSEC-2021-0003",
+        "exit 1: a CI job or the publish gate stops this build",
+        "release 1.1.0 for rev2: published",
+        "20 agents enrolled",
+        "completed: phase 3/3, 20 of 20 succeeded, 0 failed",
+        "chain intact",
+    ] {
+        assert!(out.contains(expected), "{expected:?} missing from:\n{out}");
+    }
+}
+
+#[test]
+fn sim_refuses_bad_settings_before_doing_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate").unwrap();
+    let root = dir.path().join("root.json");
+    std::fs::write(&root, "{}").unwrap();
+    for (args, message) in [
+        (
+            vec!["--enroll-token", "fwe_x", "--fail-rate", "2"],
+            "--fail-rate is a share between 0 and 1",
+        ),
+        (
+            vec!["--enroll-token", "fwe_x", "--devices", "0"],
+            "0 is not in 1..=1000000",
+        ),
+        (vec![], "no --enroll-token and no operator token"),
+    ] {
+        let mut command = fleetward(dir.path());
+        command.env_remove("FLEETWARD_TOKEN").args([
+            "sim",
+            "--device-url",
+            "https://127.0.0.1:1",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--root",
+            root.to_str().unwrap(),
+        ]);
+        let (code, _, err) = run(command.args(&args));
+        assert_ne!(code, 0, "{args:?}");
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
 }
 
 /// The release manager's flow: offline keys in a directory the server never

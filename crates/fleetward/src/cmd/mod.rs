@@ -14,6 +14,7 @@ pub mod rollout;
 pub mod scan;
 pub mod server;
 pub mod settings;
+pub mod sim;
 pub mod token;
 
 use std::process::ExitCode;
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Advisories(command) => advisories::run(&cli, command),
         Command::Server(args) => server::serve(&cli, args).await,
         Command::Demo(args) => demo::run(&cli, args).await,
+        Command::Sim(args) => sim::run(api_client(&cli).ok(), args).await,
         Command::Device(command) => device::run(&api_client(&cli)?, cli.json, command).await,
         Command::Keys(command) => keys::run(api_client(&cli).ok(), cli.json, command).await,
         Command::Release(command) => release::run(&api_client(&cli)?, cli.json, command).await,
