@@ -352,6 +352,7 @@ fn demo_runs_on_a_fresh_machine() {
         "release 1.1.0 for rev2: published",
         "20 agents enrolled",
         "completed: phase 3/3, 20 of 20 succeeded, 0 failed",
+        "-> paused by itself:",
         "chain intact",
     ] {
         assert!(out.contains(expected), "{expected:?} missing from:\n{out}");

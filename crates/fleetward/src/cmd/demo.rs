@@ -198,6 +198,7 @@ const ADVISORY: &str = include_str!("demo_data/RUSTSEC-2021-0003.json");
 const SBOM_VULNERABLE: &str = include_str!("demo_data/sbom-smallvec-1.6.0.cdx.json");
 const SBOM_FIXED: &str = include_str!("demo_data/sbom-smallvec-1.6.1.cdx.json");
 const RELEASE: &str = "1.1.0";
+const BAD_RELEASE: &str = "1.2.0";
 
 fn step(title: &str) {
     println!();
@@ -207,12 +208,11 @@ fn step(title: &str) {
 impl Demo<'_> {
     async fn drive(&self, args: &DemoArgs) -> anyhow::Result<()> {
         use super::keys::KeysCommand;
-        use super::release::ReleaseCommand;
 
-        step("1/6 Device registry and target queries");
+        step("1/7 Device registry and target queries");
         registry(self.client, args.devices).await?;
 
-        step("2/6 Offline release keys: 2 of 3 root keys, 2 of 3 targets keys");
+        step("2/7 Offline release keys: 2 of 3 root keys, 2 of 3 targets keys");
         std::fs::create_dir_all(&self.work)?;
         let keys = self.work.join("release-keys");
         println!(
@@ -247,7 +247,7 @@ impl Demo<'_> {
         )
         .await?;
 
-        step("3/6 The SBOM gate: advisories, licences, policy");
+        step("3/7 The SBOM gate: advisories, licences, policy");
         let advisories = self.work.join("advisories");
         std::fs::create_dir_all(&advisories)?;
         std::fs::write(advisories.join("RUSTSEC-2021-0003.json"), ADVISORY)?;
@@ -289,58 +289,17 @@ impl Demo<'_> {
             println!("  -> {verdict}");
         }
 
-        step("4/6 A signed release: upload, sign offline (2 of 3), publish through the gate");
-        let image = self.work.join("fw-1.1.0.img");
-        std::fs::write(&image, demo_image(1024 * 1024))?;
-        println!(
-            "$ fleetward release create --version {RELEASE} --hardware rev2 --artifact {} --sbom {}",
-            image.display(),
-            fixed.display()
-        );
-        super::release::run(
-            self.client,
-            false,
-            &ReleaseCommand::Create {
-                version: RELEASE.into(),
-                hardware: "rev2".into(),
-                artifact: image.clone(),
-                sbom: Some(fixed.clone()),
-                notes: Some("demo release".into()),
-                quiet: true,
-            },
-        )
-        .await?;
-        println!(
-            "$ fleetward release sign {RELEASE} --keys {}",
-            keys.display()
-        );
-        super::release::run(
-            self.client,
-            false,
-            &ReleaseCommand::Sign {
-                version: RELEASE.into(),
-                keys: keys.clone(),
-                passphrase_file: None,
-                expires: std::time::Duration::from_secs(90 * 86_400),
-                max_signatures: None,
-                artifact: Some(image),
-            },
-        )
-        .await?;
-        println!("$ fleetward release publish {RELEASE}");
-        super::release::run(
-            self.client,
-            false,
-            &ReleaseCommand::Publish {
-                version: RELEASE.into(),
-            },
-        )
-        .await?;
+        step("4/7 A signed release: upload, sign offline (2 of 3), publish through the gate");
+        self.publish(RELEASE, 1, &fixed, &keys).await?;
 
-        step("5/6 Agents enrol (their own keys, mutual TLS) and a phased rollout reaches them");
+        step("5/7 Agents enrol (their own keys, mutual TLS) and a phased rollout reaches them");
         self.rollout(args.agents).await?;
 
-        step("6/6 The security-event log");
+        step("6/7 A bad release stops itself: every canary fails to boot it, the rollout pauses");
+        self.publish(BAD_RELEASE, 2, &fixed, &keys).await?;
+        self.canaries().await?;
+
+        step("7/7 The security-event log");
         let verification: fleetward_wire::events::EventVerification =
             self.client.get("/api/v1/events/verify", &[]).await?;
         println!(
@@ -354,18 +313,84 @@ impl Demo<'_> {
         Ok(())
     }
 
-    async fn rollout(&self, agents: u32) -> anyhow::Result<()> {
-        use fleetward_wire::identity::{CreateEnrollToken, CreatedEnrollToken};
-        use fleetward_wire::rollout::{CreateRollout, Rollout, RolloutCreated};
+    /// Uploads an image for `version`, signs it offline and publishes it.
+    async fn publish(
+        &self,
+        version: &str,
+        seed: usize,
+        sbom: &std::path::Path,
+        keys: &std::path::Path,
+    ) -> anyhow::Result<()> {
+        use super::release::ReleaseCommand;
+        let image = self.work.join(format!("fw-{version}.img"));
+        std::fs::write(&image, demo_image(1024 * 1024, seed))?;
+        println!(
+            "$ fleetward release create --version {version} --hardware rev2 --artifact {} --sbom {}",
+            image.display(),
+            sbom.display()
+        );
+        super::release::run(
+            self.client,
+            false,
+            &ReleaseCommand::Create {
+                version: version.into(),
+                hardware: "rev2".into(),
+                artifact: image.clone(),
+                sbom: Some(sbom.to_owned()),
+                notes: Some("demo release".into()),
+                quiet: true,
+            },
+        )
+        .await?;
+        println!(
+            "$ fleetward release sign {version} --keys {}",
+            keys.display()
+        );
+        super::release::run(
+            self.client,
+            false,
+            &ReleaseCommand::Sign {
+                version: version.into(),
+                keys: keys.to_owned(),
+                passphrase_file: None,
+                expires: std::time::Duration::from_secs(90 * 86_400),
+                max_signatures: None,
+                artifact: Some(image),
+            },
+        )
+        .await?;
+        println!("$ fleetward release publish {version}");
+        super::release::run(
+            self.client,
+            false,
+            &ReleaseCommand::Publish {
+                version: version.into(),
+            },
+        )
+        .await?;
+        Ok(())
+    }
 
+    /// Simulated agents enrolled with a token tagged `ring=RING`.
+    async fn enrol_fleet(
+        &self,
+        ring: &str,
+        prefix: &str,
+        agents: u32,
+        fail_rate: f64,
+    ) -> anyhow::Result<(
+        fleetward_agent::sim::SimConfig,
+        fleetward_agent::sim::SimFleet,
+    )> {
+        use fleetward_wire::identity::{CreateEnrollToken, CreatedEnrollToken};
         let mut tags = BTreeMap::new();
-        tags.insert("ring".to_owned(), "demo".to_owned());
+        tags.insert("ring".to_owned(), ring.to_owned());
         let token: CreatedEnrollToken = self
             .client
             .post(
                 "/api/v1/enroll-tokens",
                 &CreateEnrollToken {
-                    name: Some("demo agents".into()),
+                    name: Some(format!("demo {ring} agents")),
                     tags,
                     uses: agents,
                     expires_in_secs: 3600,
@@ -391,17 +416,102 @@ impl Demo<'_> {
             root_json,
             token: token.token,
             devices: usize::try_from(agents)?,
-            id_prefix: "agent-".into(),
+            id_prefix: prefix.into(),
             hardware: "rev2".into(),
             initial_version: "1.0.0".into(),
             rounds: 0,
             concurrency: 16,
-            fail_rate: 0.0,
+            fail_rate,
             rollback_rate: 0.0,
-            offline_rate: 0.1,
-            work_dir: self.work.join("agents"),
+            offline_rate: if fail_rate > 0.0 { 0.0 } else { 0.1 },
+            work_dir: self.work.join(ring),
         };
-        let mut fleet = fleetward_agent::sim::SimFleet::enrol(&sim).await?;
+        let fleet = fleetward_agent::sim::SimFleet::enrol(&sim).await?;
+        Ok((sim, fleet))
+    }
+
+    /// Canaries that cannot boot the bad release: their rollout pauses by
+    /// itself on the failures, and the operator aborts it.
+    async fn canaries(&self) -> anyhow::Result<()> {
+        use fleetward_wire::rollout::{CreateRollout, Rollout, RolloutCreated};
+        let (sim, mut fleet) = self.enrol_fleet("canary", "canary-", 5, 1.0).await?;
+        println!("  5 canary agents enrolled (ring=canary); the new image will not boot on them");
+        let target = r#"ring = "canary""#;
+        println!(
+            "$ fleetward rollout create --release {BAD_RELEASE} --target '{target}' --max-failures 20%"
+        );
+        let created: RolloutCreated = self
+            .client
+            .post(
+                "/api/v1/rollouts",
+                &CreateRollout {
+                    release: BAD_RELEASE.into(),
+                    target: target.into(),
+                    phases: None,
+                    soak: Some("2s".into()),
+                    success_threshold: None,
+                    max_failures: Some("20%".into()),
+                    max_failures_count: None,
+                    rate: None,
+                    window: None,
+                    timeout: Some("10m".into()),
+                    retries: None,
+                    continuous: false,
+                },
+            )
+            .await?;
+        let path = format!("/api/v1/rollouts/{}", created.rollout.id);
+        let mut state = created.rollout;
+        for _ in 0..100 {
+            fleet.round(&sim).await;
+            state = self.client.get::<Rollout>(&path, &[]).await?;
+            if state.state != "running" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        println!("$ fleetward rollout status {}", state.id);
+        super::rollout::run(
+            self.client,
+            false,
+            &super::rollout::RolloutCommand::Status {
+                id: state.id.clone(),
+                watch: false,
+            },
+        )
+        .await?;
+        anyhow::ensure!(
+            state.state == "paused",
+            "the bad rollout did not pause by itself (it is {})",
+            state.state
+        );
+        println!(
+            "  -> paused by itself: {}",
+            state.pause_reason.as_deref().unwrap_or("")
+        );
+        println!("$ fleetward rollout abort {}", state.id);
+        super::rollout::run(
+            self.client,
+            false,
+            &super::rollout::RolloutCommand::Abort {
+                id: state.id.clone(),
+                rollback: false,
+            },
+        )
+        .await?;
+        let stats = fleet.stats().summary();
+        println!(
+            "  canaries: {} fell back to their old slot and reported rolled-back; none runs {BAD_RELEASE}",
+            stats["rolled_back"]
+        );
+        Ok(())
+    }
+
+    async fn rollout(&self, agents: u32) -> anyhow::Result<()> {
+        use fleetward_wire::rollout::{CreateRollout, Rollout, RolloutCreated};
+
+        let (sim, mut fleet) = self.enrol_fleet("demo", "agent-", agents, 0.0).await?;
+
         let enrolled = fleet.stats().summary();
         println!(
             "  {} agents enrolled with a token tagged ring=demo (each made its own key; the server only saw a CSR)",
@@ -472,8 +582,8 @@ impl Demo<'_> {
 }
 
 /// A deterministic stand-in for a firmware image.
-fn demo_image(len: usize) -> Vec<u8> {
+fn demo_image(len: usize, seed: usize) -> Vec<u8> {
     (0..len)
-        .map(|i| u8::try_from((i * 31 + i / 7) % 251).unwrap_or(0))
+        .map(|i| u8::try_from((i * 31 + i / 7 + seed) % 251).unwrap_or(0))
         .collect()
 }
