@@ -99,7 +99,11 @@ impl SqliteStore {
         T: Send,
     {
         let _writer = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE takes the write lock up front. A deferred transaction
+        // that reads first and writes later cannot wait for another process
+        // (a second replica, `fleetward` CLI on the same file): SQLite fails
+        // its upgrade at once with SQLITE_BUSY, whatever the busy timeout.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let value = work(&mut tx).await?;
         tx.commit().await?;
         Ok(value)

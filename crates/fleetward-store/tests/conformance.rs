@@ -2661,3 +2661,53 @@ async fn device_reports_are_stored_whole_bounded_and_newest_first() {
     })
     .await;
 }
+
+/// The server and an operator command (or a test) can hold the same SQLite
+/// file at once. A transaction that reads before it writes (a checkpoint
+/// checks the hash it signs) must wait for the other writer, not fail with
+/// "database is locked".
+#[tokio::test]
+async fn two_processes_on_one_sqlite_file_wait_for_each_other() {
+    use fleetward_events::EventKind;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let first: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
+    let second: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
+    let mut tasks = Vec::new();
+    for (n, store) in [first.clone(), second.clone()]
+        .into_iter()
+        .cycle()
+        .take(8)
+        .enumerate()
+    {
+        tasks.push(tokio::spawn(async move {
+            let signer = checkpoint_signer();
+            for round in 0..10i64 {
+                let events: Vec<_> = (0..3)
+                    .map(|i| {
+                        security_event(
+                            n as i64 * 100 + round * 3 + i,
+                            EventKind::HandshakeRefused,
+                            None,
+                        )
+                    })
+                    .collect();
+                let appended = store.append_events(&events).await?;
+                let last = appended.last().ok_or_else(|| {
+                    fleetward_store::StoreError::Invalid("nothing appended".into())
+                })?;
+                store
+                    .add_checkpoint(&signer.sign(last.seq, last.hash, 1_790_000_000_000))
+                    .await?;
+            }
+            Ok::<_, fleetward_store::StoreError>(())
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let summary = verify_log(&*first).await.unwrap();
+    assert_eq!(summary.entries, 8 * 10 * 3);
+    first.close().await;
+    second.close().await;
+}
