@@ -358,11 +358,20 @@ async fn a_rollout_completes_through_three_replicas_with_one_killed_half_way() {
             .to_owned();
         let succeeded = status["totals"]["succeeded"].as_u64().unwrap_or(0);
         if killed.is_none() && succeeded >= (DEVICES / 4) as u64 {
-            // Half-way: the replica that created the rollout dies at once.
-            let mut victim = replicas[2].take().unwrap();
+            // Half-way: the replica running the rollout engine (it holds
+            // the lease, named by its process id) dies at once.
+            let holder = engine_holder(&url);
+            let n = (0..replicas.len())
+                .find(|n| {
+                    replicas[*n]
+                        .as_ref()
+                        .is_some_and(|r| holder.starts_with(&format!("pid{}-", r.child.id())))
+                })
+                .unwrap_or_else(|| panic!("no replica holds the engine lease: {holder:?}"));
+            let mut victim = replicas[n].take().unwrap();
             victim.child.kill().unwrap(); // SIGKILL
             victim.child.wait().unwrap();
-            killed = Some(succeeded);
+            killed = Some((succeeded, holder));
         }
         match state.as_str() {
             "completed" => break,
@@ -371,9 +380,12 @@ async fn a_rollout_completes_through_three_replicas_with_one_killed_half_way() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        killed.is_some_and(|s| s < DEVICES as u64),
-        "killed half-way: {killed:?}"
+    let (at, dead_holder) = killed.expect("a replica was killed");
+    assert!(at < DEVICES as u64, "killed half-way: {at}");
+    let holder = engine_holder(&url);
+    assert_ne!(
+        holder, dead_holder,
+        "another replica took the rollout engine over"
     );
     assert_eq!(state, "completed");
     fleet.flush().await;
@@ -457,6 +469,14 @@ async fn a_rollout_completes_through_three_replicas_with_one_killed_half_way() {
     let (code, out, err) = run(fleetward(&data).args(["events", "verify", "--database-url", &url]));
     assert_eq!(code, 0, "the event chain verifies: {out}{err}");
     drop(replicas);
+}
+
+/// Who holds the rollout engine's lease (`pid<N>-<random>`).
+fn engine_holder(url: &str) -> String {
+    psql(
+        url,
+        "SELECT holder FROM leases WHERE name = 'rollout-engine'",
+    )
 }
 
 /// A deterministic stand-in for a firmware image (256 KiB).
