@@ -229,6 +229,27 @@ async fn uploads_are_multipart_downloads_ranged_and_duplicates_stored_once() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer:?}");
     assert_eq!(answer["error"]["code"], "hash_mismatch");
     assert_eq!(s3.keys("fleet-a").await, vec![stored]);
+
+    // The object store goes away under the running server: an upload is a
+    // clear 503 and leaves no artifact row behind.
+    drop(s3);
+    let lost = image(1024 * 1024, 9);
+    let lost_sha = hex::encode(Sha256::digest(&lost));
+    let (status, answer) = upload(&server, &lost, &lost_sha).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer:?}");
+    assert_eq!(answer["error"]["code"], "artifact_storage_unavailable");
+    let download = server
+        .http
+        .get(format!("{}/api/v1/artifacts/{lost_sha}", server.base))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        download.status(),
+        StatusCode::NOT_FOUND,
+        "no row was stored"
+    );
     server.stop().await;
 }
 

@@ -205,6 +205,14 @@ impl ArtifactStore {
         if settings.allow_http {
             builder = builder.with_allow_http(true);
         }
+        // object_store retries for up to three minutes by default; an
+        // operator's upload or a device's download should fail clearly
+        // within seconds when the store is down, and be retried by them.
+        builder = builder.with_retry(object_store::RetryConfig {
+            max_retries: 3,
+            retry_timeout: std::time::Duration::from_secs(15),
+            ..object_store::RetryConfig::default()
+        });
         let presign = match settings.presign {
             Some(ttl) if ttl.is_zero() || ttl > MAX_PRESIGN => {
                 return Err(ArtifactError::Config(format!(
