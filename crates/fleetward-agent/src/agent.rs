@@ -549,6 +549,18 @@ impl Agent {
                 request = request.header(reqwest::header::RANGE, format!("bytes={written}-"));
             }
             let response = request.send().await.map_err(net::reqwest_error)?;
+            // Images on object storage: one hop to a pre-signed URL.
+            let response = if response.status().is_redirection() {
+                self.net
+                    .follow_download_redirect(
+                        &response,
+                        written,
+                        self.config.downloads.allow_http_redirects,
+                    )
+                    .await?
+            } else {
+                response
+            };
             let response = net::check_status(response).await?;
             if written > 0 && response.status() != reqwest::StatusCode::PARTIAL_CONTENT {
                 // The server ignored the range: start over.

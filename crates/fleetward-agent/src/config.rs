@@ -35,6 +35,8 @@ pub struct AgentConfig {
     pub initial_version: Option<String>,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub downloads: Downloads,
     pub installer: InstallerConfig,
     /// Command run after booting an update (`sh -c`); exit 0 is healthy.
     #[serde(default)]
@@ -81,6 +83,17 @@ impl Default for Limits {
             min_download_rate: 1024,
         }
     }
+}
+
+/// Where image bytes may come from besides the server itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Downloads {
+    /// Follow the server's redirect of an image download to a plain
+    /// `http://` object store (a pre-signed URL on a trusted network).
+    /// `https://` redirects are always followed. The image is verified
+    /// against signed length and hashes either way.
+    pub allow_http_redirects: bool,
 }
 
 /// How a verified image is installed.

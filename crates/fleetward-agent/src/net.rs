@@ -63,6 +63,60 @@ impl Net {
         })
     }
 
+    /// Follows one redirect of an image download, which the server sends
+    /// when images are on object storage behind pre-signed URLs. The hop
+    /// goes out without the device certificate (it is meant for the server
+    /// only) and trusts the public web roots, since the object store is not
+    /// the fleet's server; the pre-signed URL is its only credential.
+    /// Plain `http://` only with `allow_http` (an object store on a trusted
+    /// network). Nothing is trusted more for it: the caller checks length
+    /// and hash against the signed metadata exactly as for the server's
+    /// own bytes, so the worst a hostile hop can do is fail the download.
+    pub async fn follow_download_redirect(
+        &self,
+        redirect: &reqwest::Response,
+        range_from: u64,
+        allow_http: bool,
+    ) -> Result<reqwest::Response> {
+        let location = redirect
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                AgentError::Network(format!(
+                    "the server answered {} without a usable Location",
+                    redirect.status()
+                ))
+            })?;
+        let url = redirect
+            .url()
+            .join(location)
+            .map_err(|e| AgentError::Network(format!("redirect to an invalid URL: {e}")))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if allow_http => {}
+            other => {
+                return Err(AgentError::Network(format!(
+                    "refusing a download redirect to a {other}:// URL \
+                     (allow_http_redirects is off)"
+                )));
+            }
+        }
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(self.timeout)
+            .read_timeout(self.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("fleetward-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(net_error)?;
+        let mut request = client.get(url);
+        if range_from > 0 {
+            request = request.header(reqwest::header::RANGE, format!("bytes={range_from}-"));
+        }
+        request.send().await.map_err(net_error)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

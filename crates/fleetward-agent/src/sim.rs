@@ -197,6 +197,7 @@ fn device_config(sim: &SimConfig, n: usize) -> Result<AgentConfig> {
             request_timeout_secs: 120,
             ..Limits::default()
         },
+        downloads: Default::default(),
         installer: InstallerConfig::Command {
             program: "true".into(),
             args: Vec::new(),

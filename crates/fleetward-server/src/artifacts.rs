@@ -8,6 +8,19 @@
 //! off half-way, too long, or with the wrong hash leaves nothing behind.
 //! Downloads stream from the object (a file, on the local store) in large
 //! chunks and never hold a whole artifact in memory.
+//!
+//! Several replicas cannot share a local directory without a shared volume,
+//! so the same store runs on S3-compatible object storage
+//! (`--artifact-store s3://bucket/prefix`): uploads become S3 multipart
+//! uploads of 8 MiB parts, downloads stream ranged GETs, and, when
+//! `presign` is set, devices are sent to a short-lived pre-signed URL
+//! instead, so image bytes do not pass through the server at all (the agent
+//! verifies hash and length either way; the URL is the only credential it
+//! carries, and it expires). S3 has no rename: a finished upload is copied to
+//! its content address unless that address already holds it (same hash,
+//! same bytes, so a racing duplicate copy writes identical content).
+//! Credentials come from the configuration or the standard `AWS_*`
+//! environment and are never logged.
 
 use std::ops::Range;
 use std::path::{Path as FsPath, PathBuf};
@@ -15,8 +28,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::signer::Signer;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, WriteMultipart};
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256, Sha512};
@@ -45,6 +60,75 @@ pub enum ArtifactError {
     Storage(#[from] object_store::Error),
     #[error("storage: {0}")]
     Io(#[from] std::io::Error),
+    #[error("artifact store configuration: {0}")]
+    Config(String),
+}
+
+/// The longest a pre-signed download URL may live: it is a bearer
+/// credential for one image, so it must be short.
+pub const MAX_PRESIGN: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// S3-compatible object storage for artifacts. Anything left `None` comes
+/// from the standard `AWS_*` environment (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, …).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct S3Settings {
+    /// `s3://bucket` or `s3://bucket/prefix`.
+    pub url: String,
+    /// An S3-compatible endpoint (`http://127.0.0.1:9000`); AWS when unset.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Allow `http://` endpoints (a local object store without TLS).
+    pub allow_http: bool,
+    /// Send devices to a pre-signed URL valid this long instead of
+    /// streaming through the server; at most [`MAX_PRESIGN`].
+    pub presign: Option<std::time::Duration>,
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret never reaches a log line, even through `{:?}` of the
+        // whole server configuration.
+        f.debug_struct("S3Settings")
+            .field("url", &self.url)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("allow_http", &self.allow_http)
+            .field("presign", &self.presign)
+            .finish()
+    }
+}
+
+/// Splits `s3://bucket/prefix` into the bucket and the key prefix.
+pub fn parse_s3_url(url: &str) -> Result<(String, Option<Path>), ArtifactError> {
+    let bad =
+        |why: &str| ArtifactError::Config(format!("{url:?} is not s3://bucket[/prefix]: {why}"));
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| bad("the scheme must be s3"))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    // S3 bucket names: 3-63 of lowercase letters, digits, '.', '-'.
+    let valid_bucket = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    if !valid_bucket {
+        return Err(bad("invalid bucket name"));
+    }
+    let prefix = prefix.trim_end_matches('/');
+    let prefix = if prefix.is_empty() {
+        None
+    } else {
+        Some(Path::parse(prefix).map_err(|e| bad(&e.to_string()))?)
+    };
+    Ok((bucket.to_owned(), prefix))
 }
 
 /// What an uploader says it is sending; every field given is checked.
@@ -77,6 +161,12 @@ impl std::fmt::Debug for Download {
 #[derive(Debug, Clone)]
 pub struct ArtifactStore {
     store: Arc<dyn ObjectStore>,
+    /// Key prefix inside the bucket (S3); none on the local store.
+    prefix: Option<Path>,
+    /// Pre-signs download URLs, and for how long (S3 with `presign`).
+    presigner: Option<(Arc<dyn Signer>, std::time::Duration)>,
+    /// Where the artifacts are, for messages (no credentials).
+    location: String,
     max_bytes: u64,
 }
 
@@ -90,19 +180,114 @@ impl ArtifactStore {
     pub fn local(dir: &FsPath, max_bytes: u64) -> Result<Self, ArtifactError> {
         std::fs::create_dir_all(dir)?;
         let store = LocalFileSystem::new_with_prefix(dir)?;
-        Ok(Self::new(Arc::new(store), max_bytes))
+        let mut this = Self::new(Arc::new(store), max_bytes);
+        this.location = dir.display().to_string();
+        Ok(this)
+    }
+
+    /// The store on S3-compatible object storage. Nothing is contacted
+    /// yet; [`ArtifactStore::probe`] checks bucket and credentials.
+    pub fn s3(settings: &S3Settings, max_bytes: u64) -> Result<Self, ArtifactError> {
+        let (bucket, prefix) = parse_s3_url(&settings.url)?;
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(&bucket);
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if let Some(region) = &settings.region {
+            builder = builder.with_region(region);
+        }
+        if let Some(key) = &settings.access_key_id {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = &settings.secret_access_key {
+            builder = builder.with_secret_access_key(secret);
+        }
+        if settings.allow_http {
+            builder = builder.with_allow_http(true);
+        }
+        // object_store retries for up to three minutes by default; an
+        // operator's upload or a device's download should fail clearly
+        // within seconds when the store is down, and be retried by them.
+        builder = builder.with_retry(object_store::RetryConfig {
+            max_retries: 3,
+            retry_timeout: std::time::Duration::from_secs(15),
+            ..object_store::RetryConfig::default()
+        });
+        let presign = match settings.presign {
+            Some(ttl) if ttl.is_zero() || ttl > MAX_PRESIGN => {
+                return Err(ArtifactError::Config(format!(
+                    "pre-signed URLs must live between 1 s and {} s",
+                    MAX_PRESIGN.as_secs()
+                )));
+            }
+            other => other,
+        };
+        let s3 = Arc::new(builder.build()?);
+        Ok(ArtifactStore {
+            store: s3.clone(),
+            prefix,
+            presigner: presign.map(|ttl| (s3 as Arc<dyn Signer>, ttl)),
+            location: settings.url.clone(),
+            max_bytes,
+        })
     }
 
     pub fn new(store: Arc<dyn ObjectStore>, max_bytes: u64) -> Self {
-        ArtifactStore { store, max_bytes }
+        ArtifactStore {
+            store,
+            prefix: None,
+            presigner: None,
+            location: "object store".to_owned(),
+            max_bytes,
+        }
+    }
+
+    /// Where the artifacts are (a directory or `s3://bucket/prefix`).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Checks that the store answers with these credentials (a listing of
+    /// the prefix), so a missing bucket or a wrong key stops the server at
+    /// start-up with a clear message instead of failing the first upload.
+    pub async fn probe(&self) -> Result<(), ArtifactError> {
+        self.store
+            .list_with_delimiter(self.prefix.as_ref())
+            .await
+            .map(|_| ())
+            .map_err(ArtifactError::from)
+    }
+
+    /// Whether device downloads are sent to pre-signed URLs.
+    pub fn presigns(&self) -> bool {
+        self.presigner.is_some()
+    }
+
+    /// A short-lived URL for `sha256` when downloads are pre-signed.
+    pub async fn presigned_url(&self, sha256: &str) -> Result<Option<String>, ArtifactError> {
+        let Some((signer, ttl)) = &self.presigner else {
+            return Ok(None);
+        };
+        let url = signer
+            .signed_url(http::Method::GET, &self.content_path(sha256), *ttl)
+            .await?;
+        Ok(Some(url.to_string()))
+    }
+
+    fn path(&self, relative: &str) -> Path {
+        let relative = Path::from(relative);
+        match &self.prefix {
+            Some(prefix) => prefix.parts().chain(relative.parts()).collect(),
+            None => relative,
+        }
     }
 
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes
     }
 
-    fn content_path(sha256: &str) -> Path {
-        Path::from(format!("sha256/{sha256}"))
+    fn content_path(&self, sha256: &str) -> Path {
+        self.path(&format!("sha256/{sha256}"))
     }
 
     /// Streams `body` into the store, hashing on the way, and moves it to its
@@ -127,7 +312,7 @@ impl ArtifactStore {
         }
         let mut name = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut name);
-        let staging = Path::from(format!("uploads/{}", hex::encode(name)));
+        let staging = self.path(&format!("uploads/{}", hex::encode(name)));
         let upload = self.store.put_multipart(&staging).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
         let mut sha256 = Sha256::new();
@@ -180,8 +365,27 @@ impl ArtifactStore {
             return Err(error);
         }
         writer.finish().await?;
-        let target = Self::content_path(&ingested.sha256);
-        match self.store.rename_if_not_exists(&staging, &target).await {
+        let target = self.content_path(&ingested.sha256);
+        let moved = match self.store.rename_if_not_exists(&staging, &target).await {
+            // S3 has no rename and no portable copy-if-absent: copy unless
+            // the address holds the content already. Both racers of a
+            // duplicate upload copy the same bytes, so the race is harmless.
+            Err(object_store::Error::NotSupported { .. }) => match self.store.head(&target).await {
+                Ok(_) => Err(object_store::Error::AlreadyExists {
+                    path: target.to_string(),
+                    source: "stored before".into(),
+                }),
+                Err(object_store::Error::NotFound { .. }) => {
+                    match self.store.copy(&staging, &target).await {
+                        Ok(()) => self.store.delete(&staging).await,
+                        Err(error) => Err(error),
+                    }
+                }
+                Err(error) => Err(error),
+            },
+            other => other,
+        };
+        match moved {
             Ok(()) => {}
             // Same content stored before: keep the first copy.
             Err(object_store::Error::AlreadyExists { .. }) => {
@@ -207,7 +411,7 @@ impl ArtifactStore {
         };
         let result = self
             .store
-            .get_opts(&Self::content_path(sha256), options)
+            .get_opts(&self.content_path(sha256), options)
             .await?;
         let body = match result.payload {
             // The local store hands over the open file: read it in large
@@ -230,7 +434,7 @@ impl ArtifactStore {
     /// Whether the content of `sha256` is stored (the database row alone is
     /// not proof: rows and bytes are written separately).
     pub async fn contains(&self, sha256: &str) -> Result<bool, ArtifactError> {
-        match self.store.head(&Self::content_path(sha256)).await {
+        match self.store.head(&self.content_path(sha256)).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(error) => Err(error.into()),
@@ -239,7 +443,7 @@ impl ArtifactStore {
 
     /// Staged uploads left over (by a crash); none after clean failures.
     pub async fn staged_uploads(&self) -> Result<usize, ArtifactError> {
-        let prefix = Path::from("uploads");
+        let prefix = self.path("uploads");
         let listed: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
         Ok(listed.len())
     }
@@ -347,5 +551,39 @@ mod tests {
         check(Some("items=0-1"), R::Full);
         check(Some("bytes=x-y"), R::Full);
         assert_eq!(parse_range(Some("bytes=0-"), 0), R::Unsatisfiable);
+    }
+
+    #[test]
+    fn s3_urls() {
+        use super::parse_s3_url;
+        let (bucket, prefix) = parse_s3_url("s3://fleet-artifacts/prod/eu/").unwrap();
+        assert_eq!(bucket, "fleet-artifacts");
+        assert_eq!(prefix.unwrap().as_ref(), "prod/eu");
+        assert_eq!(parse_s3_url("s3://fleet.artifacts").unwrap().1, None);
+        for bad in [
+            "fleet-artifacts",
+            "https://fleet-artifacts/x",
+            "s3://",
+            "s3://ab",
+            "s3://Upper-Case",
+            "s3://under_score/x",
+            "s3://fleet-artifacts/../etc",
+            "s3://fleet-artifacts/a//b",
+        ] {
+            assert!(parse_s3_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_s3_secret_is_never_printed() {
+        let settings = super::S3Settings {
+            url: "s3://fleet-artifacts".into(),
+            access_key_id: Some("AKIAEXAMPLE".into()),
+            secret_access_key: Some("wJalrXUtnFEMI-very-secret".into()),
+            ..Default::default()
+        };
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("very-secret"), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
     }
 }

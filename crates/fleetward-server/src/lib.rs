@@ -230,6 +230,12 @@ pub async fn start_with_store(
         repo::Releases::open(&config.data_dir, config.releases.clone())
             .context("opening the artifact store and online keys")?,
     );
+    releases.artifacts.probe().await.with_context(|| {
+        format!(
+            "the artifact store {} does not answer (bucket, endpoint, credentials?)",
+            releases.artifacts.location()
+        )
+    })?;
     let monitor = Arc::new(monitor::Monitor::new(config.monitor.detection.clone()));
     let state = AppState {
         store: store.clone(),

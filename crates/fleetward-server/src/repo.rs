@@ -29,6 +29,8 @@ use crate::artifacts::ArtifactStore;
 pub struct ReleaseConfig {
     /// Where artifacts are stored; default `<data-dir>/artifacts`.
     pub artifact_dir: Option<PathBuf>,
+    /// S3-compatible object storage instead of a directory (replicas).
+    pub s3: Option<crate::artifacts::S3Settings>,
     /// Largest artifact accepted, in bytes.
     pub max_artifact_bytes: u64,
     pub timestamp_lifetime: time::Duration,
@@ -42,6 +44,7 @@ impl Default for ReleaseConfig {
     fn default() -> Self {
         ReleaseConfig {
             artifact_dir: None,
+            s3: None,
             max_artifact_bytes: 4 * 1024 * 1024 * 1024,
             timestamp_lifetime: time::Duration::days(1),
             snapshot_lifetime: time::Duration::days(7),
@@ -148,11 +151,16 @@ pub struct Releases {
 
 impl Releases {
     pub fn open(data_dir: &Path, config: ReleaseConfig) -> anyhow::Result<Self> {
-        let dir = config
-            .artifact_dir
-            .clone()
-            .unwrap_or_else(|| crate::artifacts::default_dir(data_dir));
-        let artifacts = ArtifactStore::local(&dir, config.max_artifact_bytes)?;
+        let artifacts = match &config.s3 {
+            Some(s3) => ArtifactStore::s3(s3, config.max_artifact_bytes)?,
+            None => {
+                let dir = config
+                    .artifact_dir
+                    .clone()
+                    .unwrap_or_else(|| crate::artifacts::default_dir(data_dir));
+                ArtifactStore::local(&dir, config.max_artifact_bytes)?
+            }
+        };
         let sbom_gate = crate::sbom_gate::SbomGate::new(data_dir, artifacts.clone());
         Ok(Releases {
             artifacts,

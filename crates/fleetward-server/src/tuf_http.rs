@@ -76,11 +76,24 @@ async fn metadata(state: &AppState, name: &str) -> Result<Response, ApiError> {
 
 /// A target path `dir/…/<sha256>.<basename>`: the content is looked up by
 /// its hash (the client verifies it against signed metadata anyway).
-async fn target(state: &AppState, path: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
+///
+/// `redirect`: devices may be sent to a pre-signed URL of the object store
+/// (operators always get the bytes through the server, with their token).
+async fn target(
+    state: &AppState,
+    path: &str,
+    headers: &HeaderMap,
+    redirect: bool,
+) -> Result<Response, ApiError> {
     let basename = path.rsplit('/').next().unwrap_or("");
     let sha256 = basename.split_once('.').map_or(basename, |(hash, _)| hash);
     if !is_hex(sha256, 64) || !fleetward_tuf::valid_target_name(path) {
         return Err(ApiError::not_found("target not found"));
+    }
+    if redirect
+        && let Some(response) = crate::api::releases::redirect_artifact(state, sha256).await?
+    {
+        return Ok(response);
     }
     serve_artifact(state, sha256, headers).await
 }
@@ -97,7 +110,7 @@ pub async fn device_target(
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    target(&state, &path, &headers).await
+    target(&state, &path, &headers, true).await
 }
 
 pub async fn operator_metadata(
@@ -114,7 +127,7 @@ pub async fn operator_target(
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    target(&state, &path, &headers).await
+    target(&state, &path, &headers, false).await
 }
 
 /// The director's targets metadata for the calling device: the image of

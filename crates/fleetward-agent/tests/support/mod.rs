@@ -38,12 +38,17 @@ impl Server {
     /// A server whose image repository has a root (2 of 3 root keys,
     /// 2 of 3 targets keys, the server's online snapshot/timestamp keys).
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`Server::start`] with settings changed first (e.g. S3 artifacts).
+    pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = ServerConfig::default_database_url(dir.path());
         let init = fleetward_server::init::initialize(dir.path(), &url, OffsetDateTime::now_utc())
             .await
             .unwrap();
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             data_dir: dir.path().to_owned(),
             database_url: url,
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -55,6 +60,7 @@ impl Server {
             // Rollouts queue and offer within a tick; tests should not wait.
             rollout_tick: std::time::Duration::from_millis(50),
         };
+        adjust(&mut config);
         let server = fleetward_server::start(config).await.unwrap();
         let base = format!("http://{}", server.addrs.operator);
         let mut this = Server {
@@ -407,6 +413,7 @@ pub async fn device(
             request_timeout_secs: 10,
             ..Limits::default()
         },
+        downloads: Default::default(),
         installer: InstallerConfig::AbFiles {
             slot_a: dir.path().join("slot-a"),
             slot_b: dir.path().join("slot-b"),

@@ -39,9 +39,13 @@ impl From<ArtifactError> for ApiError {
             ArtifactError::CutOff { .. } => {
                 ApiError::bad_request("upload_incomplete", error.to_string())
             }
-            ArtifactError::Storage(_) | ArtifactError::Io(_) => {
+            ArtifactError::Storage(_) | ArtifactError::Io(_) | ArtifactError::Config(_) => {
                 tracing::error!(%error, "artifact storage failure");
-                ApiError::internal()
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "artifact_storage_unavailable",
+                    "the artifact store failed; nothing was stored (see the server log)",
+                )
             }
         }
     }
@@ -178,6 +182,42 @@ pub async fn download_artifact(
         return Err(ApiError::not_found("artifact not found"));
     }
     serve_artifact(&state, &sha256, &headers).await
+}
+
+/// When downloads are pre-signed (S3 with `presign`), a 307 to a
+/// short-lived URL of the stored artifact; `None` when they are streamed.
+/// The client keeps its `Range` header across the redirect and verifies
+/// the bytes against signed metadata as always.
+pub async fn redirect_artifact(
+    state: &AppState,
+    sha256: &str,
+) -> Result<Option<Response>, ApiError> {
+    let artifacts = &releases(state)?.artifacts;
+    if !artifacts.presigns() {
+        return Ok(None);
+    }
+    state
+        .store
+        .artifact(sha256)
+        .await?
+        .ok_or_else(|| ApiError::not_found("artifact not found"))?;
+    let Some(url) = artifacts.presigned_url(sha256).await? else {
+        return Ok(None);
+    };
+    let location = header::HeaderValue::from_str(&url).map_err(|_| ApiError::internal())?;
+    Ok(Some(
+        (
+            StatusCode::TEMPORARY_REDIRECT,
+            [
+                (header::LOCATION, location),
+                (
+                    header::CACHE_CONTROL,
+                    header::HeaderValue::from_static("no-store"),
+                ),
+            ],
+        )
+            .into_response(),
+    ))
 }
 
 /// Streams a stored artifact with HTTP range and validator semantics.

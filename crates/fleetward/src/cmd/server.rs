@@ -71,6 +71,28 @@ pub struct ServerArgs {
     /// Where artifacts are stored [default: DATA_DIR/artifacts].
     #[arg(long, env = "FLEETWARD_ARTIFACT_DIR")]
     pub artifact_dir: Option<PathBuf>,
+    /// S3-compatible object storage for artifacts instead of a directory,
+    /// `s3://bucket/prefix` (for replicas). Credentials: `AWS_ACCESS_KEY_ID`
+    /// and `AWS_SECRET_ACCESS_KEY`, or `[s3]` in fleetward.toml.
+    #[arg(
+        long,
+        env = "FLEETWARD_ARTIFACT_STORE",
+        conflicts_with = "artifact_dir"
+    )]
+    pub artifact_store: Option<String>,
+    /// S3 endpoint of an S3-compatible store, e.g. https://minio.example.com:9000.
+    #[arg(long, env = "FLEETWARD_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: AWS_REGION, else us-east-1].
+    #[arg(long, env = "FLEETWARD_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Allow an http:// S3 endpoint (no TLS; a store on the same host).
+    #[arg(long, env = "FLEETWARD_S3_ALLOW_HTTP")]
+    pub s3_allow_http: bool,
+    /// Send devices to pre-signed S3 URLs valid this long (e.g. 5m, at most
+    /// 1h) instead of streaming images through the server.
+    #[arg(long, env = "FLEETWARD_ARTIFACT_PRESIGN", value_parser = humantime::parse_duration)]
+    pub artifact_presign: Option<std::time::Duration>,
     /// Log filter, e.g. `info` or `fleetward_server=debug`.
     #[arg(long, env = "FLEETWARD_LOG", default_value = "info")]
     pub log: String,
@@ -97,9 +119,46 @@ pub struct FileConfig {
     pub rollout_tick: Option<std::time::Duration>,
     pub max_artifact_bytes: Option<u64>,
     pub artifact_dir: Option<PathBuf>,
+    /// `s3://bucket/prefix`: artifacts on S3-compatible storage.
+    pub artifact_store: Option<String>,
+    /// Settings of the S3 artifact store.
+    #[serde(default)]
+    pub s3: S3File,
     /// Detection, alerts and automatic quarantine.
     #[serde(default)]
     pub monitor: super::monitor_config::MonitorFile,
+}
+
+/// `[s3]` in `fleetward.toml`. The secret key may be here (a file readable
+/// by the server only) or in `AWS_SECRET_ACCESS_KEY`; never on the command
+/// line, where other users see it.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3File {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    #[serde(default)]
+    pub allow_http: bool,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub presign: Option<std::time::Duration>,
+}
+
+impl std::fmt::Debug for S3File {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3File")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("allow_http", &self.allow_http)
+            .field("presign", &self.presign)
+            .finish()
+    }
 }
 
 /// Durations in `fleetward.toml` are written like on the command line ("90d").
@@ -195,6 +254,23 @@ pub fn resolve(cli: &Cli, args: &ServerArgs, file: FileConfig) -> anyhow::Result
                 releases.max_artifact_bytes = max;
             }
             releases.artifact_dir = args.artifact_dir.clone().or(file.artifact_dir);
+            releases.s3 = args
+                .artifact_store
+                .clone()
+                .or(file.artifact_store)
+                .map(|url| fleetward_server::artifacts::S3Settings {
+                    url,
+                    endpoint: args.s3_endpoint.clone().or(file.s3.endpoint),
+                    region: args.s3_region.clone().or(file.s3.region),
+                    access_key_id: file.s3.access_key_id,
+                    secret_access_key: file.s3.secret_access_key,
+                    allow_http: args.s3_allow_http || file.s3.allow_http,
+                    presign: args.artifact_presign.or(file.s3.presign),
+                });
+            anyhow::ensure!(
+                releases.s3.is_none() || releases.artifact_dir.is_none(),
+                "artifact_dir and artifact_store are alternatives: give one"
+            );
             releases
         },
         monitor: file
@@ -260,6 +336,11 @@ pub async fn serve(cli: &Cli, args: &ServerArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(
         data_dir = %config.data_dir.display(),
         database = %fleetward_server::redact_url(&config.database_url),
+        artifacts = %config
+            .releases
+            .s3
+            .as_ref()
+            .map_or("local directory", |s3| s3.url.as_str()),
         "starting"
     );
     let server = fleetward_server::start(config).await?;
