@@ -253,12 +253,15 @@ impl Agent {
     /// One poll: finish an update across a reboot, report, check for an
     /// offer, install it.
     pub async fn poll(&mut self) -> Result<PollOutcome> {
+        // Buffered reports first: they describe the device before this
+        // poll (telemetry naming the old version must not arrive after the
+        // commit's report, where it reads as a downgrade).
+        self.flush_reports().await;
         self.send_unreported().await?;
         if let Some(outcome) = self.after_boot().await? {
             self.flush_reports().await;
             return Ok(outcome);
         }
-        self.flush_reports().await;
         let outcome = self.check_offer().await;
         self.flush_reports().await;
         outcome
