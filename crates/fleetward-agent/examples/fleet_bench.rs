@@ -66,6 +66,8 @@ async fn main() {
         fail_rate: 0.02,
         rollback_rate: 0.0,
         offline_rate: 0.05,
+        fail_devices: Vec::new(),
+        rollback_devices: Vec::new(),
         work_dir: out.join("sim"),
     };
     let enrol_started = Instant::now();

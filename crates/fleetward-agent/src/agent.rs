@@ -28,7 +28,7 @@ use crate::config::AgentConfig;
 use crate::install::{self, Installer};
 use crate::net::{self, Net};
 use crate::reports::{ReportBuffer, clean_text};
-use crate::state::{AgentState, CERT_FILE, KEY_FILE, Pending, Phase, StateDir};
+use crate::state::{AgentState, CERT_FILE, KEY_FILE, Pending, Phase, StateDir, Unreported};
 use crate::verify::{self, Decision, DirectorOffer, Me, Refusal};
 use crate::{AgentError, Result};
 
@@ -253,11 +253,15 @@ impl Agent {
     /// One poll: finish an update across a reboot, report, check for an
     /// offer, install it.
     pub async fn poll(&mut self) -> Result<PollOutcome> {
+        // Buffered reports first: they describe the device before this
+        // poll (telemetry naming the old version must not arrive after the
+        // commit's report, where it reads as a downgrade).
+        self.flush_reports().await;
+        self.send_unreported().await?;
         if let Some(outcome) = self.after_boot().await? {
             self.flush_reports().await;
             return Ok(outcome);
         }
-        self.flush_reports().await;
         let outcome = self.check_offer().await;
         self.flush_reports().await;
         outcome
@@ -288,7 +292,13 @@ impl Agent {
             Err(AgentError::TooLarge(message)) => {
                 return self.refused(None, Refusal::Mismatch(message)).await;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                // The director answered, so the server is reachable: a
+                // repository that stalls (slow retrieval) or breaks off
+                // mid-answer is worth reporting, not just logging.
+                self.report_error("repository metadata", &e.to_string());
+                return Err(e);
+            }
         };
         drop(root);
         let state = self.state()?;
@@ -593,6 +603,7 @@ impl Agent {
             let started = std::time::Instant::now();
             let started_at = written;
             let min_rate = self.config.limits.min_download_rate;
+            let grace = self.config.limits.slow_download_grace_secs;
             let timeout = Duration::from_secs(self.config.limits.request_timeout_secs);
             loop {
                 let chunk = match tokio::time::timeout(timeout, stream.next()).await {
@@ -621,7 +632,7 @@ impl Agent {
                 // Slow retrieval: a server that trickles bytes to hold the
                 // device on old software is cut off (progress is kept).
                 let elapsed = started.elapsed().as_secs();
-                if elapsed >= 30 && (written - started_at) / elapsed < min_rate {
+                if elapsed >= grace && (written - started_at) / elapsed.max(1) < min_rate {
                     self.save_progress(pending, written)?;
                     return Err(AgentError::Network(format!(
                         "the download is slower than {min_rate} bytes/s"
@@ -661,6 +672,32 @@ impl Agent {
         self.dir.save(&state)
     }
 
+    /// Saves `state` with the final `report` of `offer` kept in it, then
+    /// sends the report: the outcome and its report are one durable step.
+    async fn finish(
+        &mut self,
+        mut state: AgentState,
+        offer: &DirectorOffer,
+        report: ExecutionReport,
+    ) -> Result<()> {
+        state.unreported = Some(Unreported {
+            offer: offer.clone(),
+            report,
+        });
+        self.dir.save(&state)?;
+        self.send_unreported().await
+    }
+
+    /// Sends a final report that a power cut kept from going out.
+    async fn send_unreported(&mut self) -> Result<()> {
+        let mut state = self.state()?;
+        let Some(unreported) = state.unreported.take() else {
+            return Ok(());
+        };
+        self.execution(&unreported.offer, unreported.report).await?;
+        self.dir.save(&state)
+    }
+
     /// After a reboot into (or away from) an update: health check, then
     /// commit or fall back. `None` when no update awaited a reboot.
     pub async fn after_boot(&mut self) -> Result<Option<PollOutcome>> {
@@ -683,20 +720,18 @@ impl Agent {
         if !self.installer.booted_new(pending.slot)? {
             self.installer.fall_back()?;
             state.pending = None;
-            self.dir.save(&state)?;
             let reason = "the new image did not boot; the bootloader fell back to the previous one";
+            self.finish(state, &offer, rolled_back(reason)).await?;
             self.report_error("boot", reason);
-            self.execution(&offer, rolled_back(reason)).await?;
             return Ok(Some(PollOutcome::RolledBack(reason.into())));
         }
         let health = self.health_check().await;
         if let Err(reason) = health {
             self.installer.fall_back()?;
             state.pending = None;
-            self.dir.save(&state)?;
             let reason = format!("health check failed: {reason}");
+            self.finish(state, &offer, rolled_back(&reason)).await?;
             self.report_error("health-check", &reason);
-            self.execution(&offer, rolled_back(&reason)).await?;
             self.reboot();
             return Ok(Some(PollOutcome::RolledBack(reason)));
         }
@@ -709,16 +744,12 @@ impl Agent {
         if higher {
             state.highest_version = Some(offer.release.clone());
         }
-        self.dir.save(&state)?;
-        self.execution(
-            &offer,
-            ExecutionReport {
-                running_version: Some(offer.release.clone()),
-                health_check_passed: Some(true),
-                ..step(ExecutionStep::Succeeded)
-            },
-        )
-        .await?;
+        let report = ExecutionReport {
+            running_version: Some(offer.release.clone()),
+            health_check_passed: Some(true),
+            ..step(ExecutionStep::Succeeded)
+        };
+        self.finish(state, &offer, report).await?;
         Ok(Some(PollOutcome::Committed(offer.release)))
     }
 

@@ -69,6 +69,9 @@ pub struct Limits {
     pub request_timeout_secs: u64,
     /// Fewest bytes per second a download must sustain (slow retrieval).
     pub min_download_rate: u64,
+    /// Seconds a download runs before its rate is judged (a slow start,
+    /// e.g. TCP ramping up, is not an attack).
+    pub slow_download_grace_secs: u64,
 }
 
 impl Default for Limits {
@@ -81,6 +84,7 @@ impl Default for Limits {
             max_buffered_reports: 2048,
             request_timeout_secs: 60,
             min_download_rate: 1024,
+            slow_download_grace_secs: 30,
         }
     }
 }

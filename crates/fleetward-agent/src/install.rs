@@ -127,6 +127,10 @@ impl Installer for AbFiles {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        if let Some(keep) = crate::power::point(bytes.len()) {
+            let _ = self.file()?.write_all(&bytes[..keep]);
+            crate::power::cut("a write to the inactive slot");
+        }
         self.file()?
             .write_all(bytes)
             .map_err(|e| AgentError::io_ctx("writing the inactive slot", e))

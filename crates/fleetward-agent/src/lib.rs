@@ -16,6 +16,7 @@ pub mod config;
 pub mod enroll;
 pub mod install;
 pub mod net;
+pub mod power;
 pub mod reports;
 pub mod sim;
 pub mod state;

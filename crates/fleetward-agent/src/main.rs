@@ -138,6 +138,8 @@ async fn simulate(args: SimArgs) -> anyhow::Result<()> {
         fail_rate: args.fail_rate,
         rollback_rate: args.rollback_rate,
         offline_rate: args.offline_rate,
+        fail_devices: Vec::new(),
+        rollback_devices: Vec::new(),
         work_dir,
     };
     let (stats, elapsed) = fleetward_agent::sim::run(sim).await?;

@@ -53,14 +53,16 @@ impl ReportBuffer {
     /// The buffered reports, oldest first (unreadable lines are skipped:
     /// a torn last line after a power cut must not block the rest).
     pub fn load(&self) -> Result<Vec<DeviceReport>> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(text) => text,
+        // Bytes, not text: a power cut in the middle of an append can leave
+        // half of a multi-byte character, which must cost that line only.
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(AgentError::io(&self.path, e)),
         };
-        Ok(text
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
+        Ok(bytes
+            .split(|&b| b == b'\n')
+            .filter_map(|line| serde_json::from_slice(line).ok())
             .collect())
     }
 
@@ -94,6 +96,18 @@ impl ReportBuffer {
                 .create(true)
                 .open(&self.path)
                 .map_err(|e| AgentError::io(&self.path, e))?;
+            // A line cut short by a power loss ends here, so that it does
+            // not swallow the next one.
+            if file
+                .metadata()
+                .is_ok_and(|m| m.len() > 0 && !ends_with_newline(&self.path, m.len()))
+            {
+                line.insert(0, b'\n');
+            }
+            if let Some(keep) = crate::power::point(line.len()) {
+                let _ = file.write_all(&line[..keep]);
+                crate::power::cut("an append to the report buffer");
+            }
             file.write_all(&line)
                 .and_then(|()| {
                     if crate::state::durable() {
@@ -154,4 +168,57 @@ pub fn next_batch(reports: &[DeviceReport]) -> Vec<DeviceReport> {
         batch.push(report.clone());
     }
     batch
+}
+
+/// Whether the file's last byte (of `len`) is a newline.
+fn ends_with_newline(path: &Path, len: u64) -> bool {
+    use std::os::unix::fs::FileExt as _;
+    let mut last = [0u8; 1];
+    std::fs::File::open(path)
+        .and_then(|f| f.read_exact_at(&mut last, len - 1))
+        .is_ok_and(|()| last[0] == b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn error(message: &str) -> DeviceReport {
+        DeviceReport::Error {
+            device_time: time::OffsetDateTime::UNIX_EPOCH,
+            context: "t".into(),
+            message: message.into(),
+        }
+    }
+
+    /// A power cut mid-append leaves a partial line, possibly half of a
+    /// multi-byte character: that line is lost, the others and the next
+    /// append are not.
+    #[test]
+    fn a_line_cut_short_costs_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let buffer = ReportBuffer::new(dir.path(), 10);
+        buffer.push(error("first")).unwrap();
+        let mut line = serde_json::to_vec(&error("température")).unwrap();
+        let cut = line.iter().position(|&b| b >= 0x80).unwrap() + 1;
+        line.truncate(cut);
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(REPORTS_FILE))
+            .unwrap();
+        file.write_all(&line).unwrap();
+        drop(file);
+        buffer.push(error("after")).unwrap();
+        let kept: Vec<String> = buffer
+            .load()
+            .unwrap()
+            .into_iter()
+            .map(|r| match r {
+                DeviceReport::Error { message, .. } => message,
+                _ => String::new(),
+            })
+            .collect();
+        assert_eq!(kept, ["first", "after"]);
+    }
 }

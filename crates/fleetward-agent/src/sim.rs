@@ -8,6 +8,8 @@
 //! (the device rolls back), `offline_rate` skips a device's poll (its
 //! reports stay buffered), `rollback_rate` plants a higher version as the
 //! device's highest installed, so an ordinary offer is a rollback to it.
+//! The rates draw at random; `fail_devices` and `rollback_devices` name
+//! devices by index instead, so a demo or a test knows its exact counts.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -140,6 +142,12 @@ pub struct SimConfig {
     pub fail_rate: f64,
     pub rollback_rate: f64,
     pub offline_rate: f64,
+    /// Devices (by index) whose first new slot fails to boot, whatever
+    /// `fail_rate` draws.
+    pub fail_devices: Vec<usize>,
+    /// Devices (by index) planted with a higher installed version, whatever
+    /// `rollback_rate` draws.
+    pub rollback_devices: Vec<usize>,
     /// Where the devices' state directories go.
     pub work_dir: PathBuf,
 }
@@ -178,6 +186,8 @@ impl SimStats {
 struct SimDevice {
     agent: Agent,
     slots: SharedSlots,
+    /// Boot failures still to inject whatever the rate draws.
+    forced_failures: u32,
 }
 
 fn device_config(sim: &SimConfig, n: usize) -> Result<AgentConfig> {
@@ -213,13 +223,19 @@ async fn enrol_one(sim: &SimConfig, n: usize, stats: &SimStats) -> Option<SimDev
         crate::enroll::enroll(&config, &sim.token).await?;
         let slots = SharedSlots::default();
         let mut agent = Agent::with_installer(config, Box::new(slots.clone()))?;
-        if rand::thread_rng().gen_bool(sim.rollback_rate.clamp(0.0, 1.0)) {
+        if sim.rollback_devices.contains(&n)
+            || rand::thread_rng().gen_bool(sim.rollback_rate.clamp(0.0, 1.0))
+        {
             let mut state = agent.state()?;
             state.highest_version = Some("999.0.0".into());
             agent.dir.save(&state)?;
         }
         agent.net.timeout = Duration::from_secs(120);
-        Ok::<_, crate::AgentError>(SimDevice { agent, slots })
+        Ok::<_, crate::AgentError>(SimDevice {
+            agent,
+            slots,
+            forced_failures: u32::from(sim.fail_devices.contains(&n)),
+        })
     };
     match run.await {
         Ok(device) => {
@@ -252,7 +268,9 @@ async fn poll_one(sim: &SimConfig, device: &mut SimDevice, stats: &SimStats) {
     stats.polls.fetch_add(1, Ordering::Relaxed);
     match device.agent.poll().await {
         Ok(PollOutcome::RebootRequired(_)) => {
-            if fail {
+            let forced = device.forced_failures > 0;
+            device.forced_failures = device.forced_failures.saturating_sub(1);
+            if fail || forced {
                 device.slots.inject_boot_failure();
             }
             device.slots.reboot();

@@ -38,6 +38,18 @@ pub struct AgentState {
     pub pending: Option<Pending>,
     /// The kernel's boot id at the last start, to notice reboots.
     pub boot_id: Option<String>,
+    /// The final report of an update, saved with the commit or fall-back
+    /// it reports, until sent: a power cut between the two must not leave
+    /// the server waiting for an execution the device has finished.
+    #[serde(default)]
+    pub unreported: Option<Unreported>,
+}
+
+/// A final execution report not yet sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unreported {
+    pub offer: DirectorOffer,
+    pub report: fleetward_wire::device::ExecutionReport,
 }
 
 /// An update between "offered" and "committed".
@@ -89,12 +101,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         .mode(mode)
         .open(&tmp)
         .map_err(|e| AgentError::io(&tmp, e))?;
+    if let Some(keep) = crate::power::point(bytes.len()) {
+        let _ = file.write_all(&bytes[..keep]);
+        crate::power::cut("a state or boot-environment file's temporary copy");
+    }
     file.write_all(bytes).map_err(|e| AgentError::io(&tmp, e))?;
     if durable() {
         file.sync_all().map_err(|e| AgentError::io(&tmp, e))?;
     }
     drop(file);
+    crate::power::between("before a state or boot-environment file's rename");
     std::fs::rename(&tmp, path).map_err(|e| AgentError::io(path, e))?;
+    crate::power::between("after a state or boot-environment file's rename");
     if durable() { sync_dir(dir) } else { Ok(()) }
 }
 

@@ -29,6 +29,8 @@ async fn simulated_devices_update_and_roll_back() {
         fail_rate: 0.0,
         rollback_rate: 0.0,
         offline_rate: 0.0,
+        fail_devices: Vec::new(),
+        rollback_devices: Vec::new(),
         work_dir: work.path().to_owned(),
     };
     let (stats, _) = fleetward_agent::sim::run(sim.clone()).await.unwrap();

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use fleetward_agent::PollOutcome;
 use fleetward_agent::boot::{Slot, VAR_SLOT, VAR_TRY};
 use fleetward_agent::verify::Refusal;
-use support::{Relay, Server, enrolled, image, offer_release};
+use support::{Relay, Server, assert_refused, enrolled, image, offer_release};
 
 #[tokio::test]
 async fn enrol_update_reboot_and_commit() {
@@ -150,43 +150,6 @@ async fn a_failed_health_check_or_boot_falls_back_and_reports_rolled_back() {
             .any(|k| k == "device.error")
     );
     server.stop().await;
-}
-
-/// Refused offers: the inactive slot and the boot configuration are as
-/// they were, and the server has the device's security event.
-async fn assert_refused(
-    server: &Server,
-    device: &support::Device,
-    outcome: PollOutcome,
-    event: &str,
-) -> Refusal {
-    let PollOutcome::Refused(refusal) = outcome else {
-        panic!("{}: expected a refusal, got {outcome:?}", device.id);
-    };
-    assert_eq!(device.slot_bytes("b"), b"", "{}: inactive slot", device.id);
-    assert_eq!(
-        device.slot_bytes("a"),
-        b"image 1.0.0",
-        "{}: running slot",
-        device.id
-    );
-    assert_eq!(
-        device.env().get(VAR_TRY),
-        None,
-        "{}: boot slot not switched",
-        device.id
-    );
-    assert!(
-        server
-            .device_events(&device.id)
-            .await
-            .iter()
-            .any(|k| k == event),
-        "{}: {event} in {:?}",
-        device.id,
-        server.device_events(&device.id).await
-    );
-    refusal
 }
 
 #[tokio::test]
@@ -396,118 +359,5 @@ async fn the_agent_renews_its_certificate_with_a_new_key() {
         !device.agent().renew_if_due(&after).await.unwrap(),
         "not due yet"
     );
-    server.stop().await;
-}
-
-/// An A/B installer that dies (as a power cut would) after `left` writes,
-/// or in `activate` when the writes run out first.
-#[derive(Debug)]
-struct Dying {
-    inner: fleetward_agent::install::AbFiles,
-    left: usize,
-}
-
-impl fleetward_agent::install::Installer for Dying {
-    fn name(&self) -> &'static str {
-        "dying"
-    }
-    fn target_slot(&self) -> fleetward_agent::Result<Option<Slot>> {
-        self.inner.target_slot()
-    }
-    fn open(&mut self, offset: u64, prefix: &mut dyn FnMut(&[u8])) -> fleetward_agent::Result<()> {
-        self.inner.open(offset, prefix)
-    }
-    fn write(&mut self, bytes: &[u8]) -> fleetward_agent::Result<()> {
-        if self.left == 0 {
-            // Half of the chunk reaches the disk, then the power goes.
-            self.inner.write(&bytes[..bytes.len() / 2])?;
-            return Err(fleetward_agent::AgentError::Install("power cut".into()));
-        }
-        self.left -= 1;
-        self.inner.write(bytes)
-    }
-    fn sync(&mut self) -> fleetward_agent::Result<()> {
-        self.inner.sync()
-    }
-    fn discard(&mut self) -> fleetward_agent::Result<()> {
-        self.inner.discard()
-    }
-    fn activate(&mut self) -> fleetward_agent::Result<()> {
-        Err(fleetward_agent::AgentError::Install("power cut".into()))
-    }
-    fn booted_new(&self, slot: Option<Slot>) -> fleetward_agent::Result<bool> {
-        self.inner.booted_new(slot)
-    }
-    fn commit(&mut self, slot: Option<Slot>) -> fleetward_agent::Result<()> {
-        self.inner.commit(slot)
-    }
-    fn fall_back(&mut self) -> fleetward_agent::Result<()> {
-        self.inner.fall_back()
-    }
-    fn boot_id(&self) -> Option<String> {
-        self.inner.boot_id()
-    }
-}
-
-#[tokio::test]
-async fn power_cuts_during_an_update_always_leave_a_bootable_device() {
-    let server = Server::start().await;
-    let url = server.device_url();
-    let new = image(200_000, 11);
-    offer_release(&server, "pc-*", "1.1.0", "rev2", &new).await;
-    // Cut after 0, 1, 2, … writes, and finally in the switch itself.
-    for cut in [0usize, 1, 2, 3, 5, 8, 13, 1000] {
-        let id = format!("pc-{cut}");
-        let device = enrolled(&server, &url, &id, "rev2", "1.0.0").await;
-        support::wait_released(&server, &id).await;
-        let installer = fleetward_agent::install::AbFiles::new(
-            device.slot("a"),
-            device.slot("b"),
-            Box::new(fleetward_agent::boot::FileEnv {
-                path: device.env_path(),
-            }),
-            2,
-        );
-        let mut dying = fleetward_agent::Agent::with_installer(
-            device.config.clone(),
-            Box::new(Dying {
-                inner: installer,
-                left: cut,
-            }),
-        )
-        .unwrap();
-        assert!(dying.poll().await.is_err(), "{id}: the cut happened");
-        drop(dying);
-        // Power back, maybe a reboot first: whatever boots must be whole.
-        let mut committed = false;
-        for round in 0..6 {
-            let booted = device.reboot();
-            let bytes = device.slot_bytes(booted.as_str());
-            assert!(
-                bytes == b"image 1.0.0" || bytes == new,
-                "{id} round {round}: booted slot {booted:?} is not a whole image"
-            );
-            let mut agent = device.agent();
-            match agent.poll().await.unwrap() {
-                PollOutcome::Committed(version) => {
-                    assert_eq!(version, "1.1.0");
-                    committed = true;
-                    break;
-                }
-                PollOutcome::RebootRequired(_) | PollOutcome::RolledBack(_) => {}
-                // The cut install was reported failed: the rollout offers
-                // the release again as a new attempt.
-                PollOutcome::NothingOffered => support::wait_released(&server, &id).await,
-                other => panic!("{id} round {round}: {other:?}"),
-            }
-        }
-        assert!(committed, "{id}: the update completes after the cut");
-        assert_eq!(device.slot_bytes("b"), new, "{id}");
-        assert_eq!(
-            device.env().get(VAR_SLOT).map(String::as_str),
-            Some("b"),
-            "{id}"
-        );
-    }
     server.stop().await;
 }

@@ -344,19 +344,43 @@ fn demo_runs_on_a_fresh_machine() {
     let (code, out, err) = run(fleetward(dir.path()).current_dir(dir.path()).arg("demo"));
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("Target queries run in the database"), "{out}");
-    // The whole loop: the gate stops the vulnerable build, the release is
-    // signed and published, every agent installs it through the phases.
+    // The whole loop: the gate scans every SBOM and stops the vulnerable
+    // build; both releases are signed and published; 50 agents take 1.1.0
+    // through three phases with exactly the injected failures (two fall
+    // back, one refuses a rollback), within the budget; the bad release
+    // pauses by itself; the summary counts it all.
     for expected in [
         "RUSTSEC-2021-0003",
         "exit 1: a CI job or the publish gate stops this build",
+        "release 1.0.0 for rev2: published",
         "release 1.1.0 for rev2: published",
-        "20 agents enrolled",
-        "completed: phase 3/3, 20 of 20 succeeded, 0 failed",
+        "50 agents enrolled",
+        "phase 3/3 open",
+        "completed: phase 3/3, 47 of 50 succeeded, 3 failed",
+        "agents: 47 updated",
         "-> paused by itself:",
+        "canaries: 5 fell back",
         "chain intact",
+        "updated:         47\n",
+        "failed:          3 (2 fell back after a failed boot, 1 refused the offer)",
+        "rolled back:     7 (2 in the 1.1.0 rollout, 5 canaries of 1.2.0)",
+        "phases paused:   1 ",
+        "        1  device.rollback_attempt\n",
+        "        1  rollout.paused\n",
+        "        3  release.published\n",
+        "web console:     http://127.0.0.1:",
+        "`fleetward demo --keep` keeps it running",
     ] {
         assert!(out.contains(expected), "{expected:?} missing from:\n{out}");
     }
+    // Updates are not mistaken for downgrades (reports arrive in order).
+    assert!(!out.contains("device.downgrade"), "{out}");
+    // Three SBOMs scanned: two pass, one is stopped.
+    assert_eq!(
+        out.matches("exit 0: this build may ship").count(),
+        2,
+        "{out}"
+    );
 }
 
 #[test]

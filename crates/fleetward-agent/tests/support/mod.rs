@@ -3,6 +3,8 @@
 //! cut connections or go offline (TLS passes through it untouched).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod hostile;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -189,7 +191,7 @@ impl Server {
 
     /// Uploads `image`, creates release `version` for `hardware`, signs it
     /// with 2 of 3 targets keys and publishes it.
-    async fn publish(&self, version: &str, hardware: &str, image: &[u8]) {
+    pub async fn publish(&self, version: &str, hardware: &str, image: &[u8]) {
         let sha256 = hex::encode(Sha256::digest(image));
         let (status, answer) = self
             .raw_post(
@@ -434,7 +436,18 @@ pub async fn device(
     device
 }
 
-/// Registers and enrols a device through the agent's own enrolment.
+/// The device's unfinished execution, if any (as the rollout engine sees it).
+pub async fn open_execution(server: &Server, device: &str) -> Option<String> {
+    let url = ServerConfig::default_database_url(server.dir.path());
+    let store = fleetward_store::SqliteStore::open(&url).await.unwrap();
+    let id = fleetward_core::DeviceId::parse(device).unwrap();
+    use fleetward_store::RolloutStore as _;
+    let open = store.open_execution(&id).await.unwrap();
+    use fleetward_store::Store as _;
+    store.close().await;
+    open.map(|e| format!("{e:?}"))
+}
+
 /// Waits until `device` has an update let out to it (continuous rollouts
 /// reach a device enrolled after them on the engine's next ticks).
 pub async fn wait_released(server: &Server, device: &str) {
@@ -455,9 +468,13 @@ pub async fn wait_released(server: &Server, device: &str) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    panic!("no update was let out to {device}");
+    panic!(
+        "no update was let out to {device}: {:#}",
+        server.get("/api/v1/rollouts").await
+    );
 }
 
+/// Registers and enrols a device through the agent's own enrolment.
 pub async fn enrolled(
     server: &Server,
     server_url: &str,
@@ -554,4 +571,41 @@ impl Relay {
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.addr.port())
     }
+}
+
+/// Refused offers: the inactive slot and the boot configuration are as
+/// they were, and the server has the device's security event.
+pub async fn assert_refused(
+    server: &Server,
+    device: &Device,
+    outcome: fleetward_agent::PollOutcome,
+    event: &str,
+) -> fleetward_agent::Refusal {
+    let fleetward_agent::PollOutcome::Refused(refusal) = outcome else {
+        panic!("{}: expected a refusal, got {outcome:?}", device.id);
+    };
+    assert_eq!(device.slot_bytes("b"), b"", "{}: inactive slot", device.id);
+    assert_eq!(
+        device.slot_bytes("a"),
+        b"image 1.0.0",
+        "{}: running slot",
+        device.id
+    );
+    assert_eq!(
+        device.env().get(fleetward_agent::boot::VAR_TRY),
+        None,
+        "{}: boot slot not switched",
+        device.id
+    );
+    assert!(
+        server
+            .device_events(&device.id)
+            .await
+            .iter()
+            .any(|k| k == event),
+        "{}: {event} in {:?}",
+        device.id,
+        server.device_events(&device.id).await
+    );
+    refusal
 }

@@ -31,7 +31,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub devices: u32,
     /// How many simulated agents enrol and take part in the rollout.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=5_000))]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=5_000))]
     pub agents: u32,
     /// Operator listener (default: a free port on 127.0.0.1).
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -116,6 +116,15 @@ pub async fn run(cli: &crate::Cli, args: &DemoArgs) -> anyhow::Result<ExitCode> 
     if let Err(error) = &outcome {
         eprintln!("demo failed: {error:#}");
     }
+    if outcome.is_ok() {
+        println!("  operator API:    {base}/api/v1/ (OpenAPI: {base}/api/v1/openapi.json)");
+        println!("  web console:     {base}/console/");
+        if !args.keep {
+            println!(
+                "  The server stops now; `fleetward demo --keep` keeps it running to explore."
+            );
+        }
+    }
     if args.keep && outcome.is_ok() {
         println!();
         println!("The server keeps running. Try:");
@@ -195,8 +204,10 @@ struct Demo<'a> {
 }
 
 const ADVISORY: &str = include_str!("demo_data/RUSTSEC-2021-0003.json");
+const SBOM_OLD: &str = include_str!("demo_data/sbom-fw-1.0.0.cdx.json");
 const SBOM_VULNERABLE: &str = include_str!("demo_data/sbom-smallvec-1.6.0.cdx.json");
 const SBOM_FIXED: &str = include_str!("demo_data/sbom-smallvec-1.6.1.cdx.json");
+const OLD_RELEASE: &str = "1.0.0";
 const RELEASE: &str = "1.1.0";
 const BAD_RELEASE: &str = "1.2.0";
 
@@ -209,10 +220,10 @@ impl Demo<'_> {
     async fn drive(&self, args: &DemoArgs) -> anyhow::Result<()> {
         use super::keys::KeysCommand;
 
-        step("1/7 Device registry and target queries");
+        step("1/8 Device registry and target queries");
         registry(self.client, args.devices).await?;
 
-        step("2/7 Offline release keys: 2 of 3 root keys, 2 of 3 targets keys");
+        step("2/8 Offline release keys: 2 of 3 root keys, 2 of 3 targets keys");
         std::fs::create_dir_all(&self.work)?;
         let keys = self.work.join("release-keys");
         println!(
@@ -247,7 +258,7 @@ impl Demo<'_> {
         )
         .await?;
 
-        step("3/7 The SBOM gate: advisories, licences, policy");
+        step("3/8 The SBOM gate: advisories, licences, policy");
         let advisories = self.work.join("advisories");
         std::fs::create_dir_all(&advisories)?;
         std::fs::write(advisories.join("RUSTSEC-2021-0003.json"), ADVISORY)?;
@@ -260,11 +271,13 @@ impl Demo<'_> {
                 into: Some(index.clone()),
             },
         )?;
+        let old = self.work.join("fw-1.0.0.cdx.json");
         let vulnerable = self.work.join("fw-1.1.0-rc1.cdx.json");
         let fixed = self.work.join("fw-1.1.0.cdx.json");
+        std::fs::write(&old, SBOM_OLD)?;
         std::fs::write(&vulnerable, SBOM_VULNERABLE)?;
         std::fs::write(&fixed, SBOM_FIXED)?;
-        for (sbom, expected) in [(&vulnerable, 1u8), (&fixed, 0u8)] {
+        for (sbom, expected) in [(&old, 0u8), (&vulnerable, 1u8), (&fixed, 0u8)] {
             println!("$ fleetward scan {}", sbom.display());
             let code = super::scan::run(
                 self.cli,
@@ -289,17 +302,22 @@ impl Demo<'_> {
             println!("  -> {verdict}");
         }
 
-        step("4/7 A signed release: upload, sign offline (2 of 3), publish through the gate");
+        step(
+            "4/8 Signed releases: upload with the SBOM, sign offline (2 of 3), publish through the gate",
+        );
+        self.publish(OLD_RELEASE, 0, &old, &keys).await?;
         self.publish(RELEASE, 1, &fixed, &keys).await?;
 
-        step("5/7 Agents enrol (their own keys, mutual TLS) and a phased rollout reaches them");
-        self.rollout(args.agents).await?;
+        step(
+            "5/8 Agents enrol (their own keys, mutual TLS) and a phased rollout of 1.1.0 reaches them",
+        );
+        let rollout = self.rollout(args.agents).await?;
 
-        step("6/7 A bad release stops itself: every canary fails to boot it, the rollout pauses");
+        step("6/8 A bad release stops itself: every canary fails to boot it, the rollout pauses");
         self.publish(BAD_RELEASE, 2, &fixed, &keys).await?;
-        self.canaries().await?;
+        let canaries_rolled_back = self.canaries().await?;
 
-        step("7/7 The security-event log");
+        step("7/8 The security-event log");
         let verification: fleetward_wire::events::EventVerification =
             self.client.get("/api/v1/events/verify", &[]).await?;
         println!(
@@ -310,7 +328,59 @@ impl Demo<'_> {
             verification.unsigned_tail
         );
         anyhow::ensure!(verification.ok, "the event log does not verify");
+
+        step("8/8 Summary");
+        let kinds = self.event_kinds().await?;
+        let count = |kind: &str| kinds.get(kind).copied().unwrap_or(0);
+        println!(
+            "  release {RELEASE}: rollout {} completed its phases with {} of {} devices updated",
+            rollout.id, rollout.succeeded, rollout.targeted
+        );
+        println!("  updated:         {}", rollout.updated);
+        println!(
+            "  failed:          {} ({} fell back after a failed boot, {} refused the offer)",
+            rollout.failed, rollout.rolled_back, rollout.refused
+        );
+        println!(
+            "  rolled back:     {} ({} in the {RELEASE} rollout, {canaries_rolled_back} canaries of {BAD_RELEASE})",
+            rollout.rolled_back + canaries_rolled_back,
+            rollout.rolled_back
+        );
+        println!(
+            "  phases paused:   {} (by the rollouts themselves, on their failure budgets)",
+            count("rollout.paused")
+        );
+        println!("  security events:");
+        for (kind, n) in &kinds {
+            println!("    {n:>5}  {kind}");
+        }
+        anyhow::ensure!(
+            rollout.updated == rollout.succeeded
+                && rollout.rolled_back + rollout.refused == rollout.failed,
+            "the agents and the server disagree: {rollout:?}"
+        );
         Ok(())
+    }
+
+    /// Counts of the security-event log's entries by kind.
+    async fn event_kinds(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        let mut kinds = BTreeMap::new();
+        let mut after = None;
+        loop {
+            let mut query = vec![("limit", "1000".to_owned())];
+            if let Some(after) = after {
+                query.push(("after", format!("{after}")));
+            }
+            let page: fleetward_wire::events::EventPage =
+                self.client.get("/api/v1/events", &query).await?;
+            for event in page.items {
+                *kinds.entry(event.kind).or_insert(0u64) += 1;
+            }
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => return Ok(kinds),
+            }
+        }
     }
 
     /// Uploads an image for `version`, signs it offline and publishes it.
@@ -378,6 +448,7 @@ impl Demo<'_> {
         prefix: &str,
         agents: u32,
         fail_rate: f64,
+        injected: Injected,
     ) -> anyhow::Result<(
         fleetward_agent::sim::SimConfig,
         fleetward_agent::sim::SimFleet,
@@ -424,6 +495,8 @@ impl Demo<'_> {
             fail_rate,
             rollback_rate: 0.0,
             offline_rate: if fail_rate > 0.0 { 0.0 } else { 0.1 },
+            fail_devices: injected.fail_devices,
+            rollback_devices: injected.rollback_devices,
             work_dir: self.work.join(ring),
         };
         let fleet = fleetward_agent::sim::SimFleet::enrol(&sim).await?;
@@ -432,9 +505,11 @@ impl Demo<'_> {
 
     /// Canaries that cannot boot the bad release: their rollout pauses by
     /// itself on the failures, and the operator aborts it.
-    async fn canaries(&self) -> anyhow::Result<()> {
+    async fn canaries(&self) -> anyhow::Result<u64> {
         use fleetward_wire::rollout::{CreateRollout, Rollout, RolloutCreated};
-        let (sim, mut fleet) = self.enrol_fleet("canary", "canary-", 5, 1.0).await?;
+        let (sim, mut fleet) = self
+            .enrol_fleet("canary", "canary-", 5, 1.0, Injected::default())
+            .await?;
         println!("  5 canary agents enrolled (ring=canary); the new image will not boot on them");
         let target = r#"ring = "canary""#;
         println!(
@@ -499,27 +574,39 @@ impl Demo<'_> {
             },
         )
         .await?;
-        let stats = fleet.stats().summary();
+        let rolled_back = fleet
+            .stats()
+            .rolled_back
+            .load(std::sync::atomic::Ordering::Relaxed);
         println!(
-            "  canaries: {} fell back to their old slot and reported rolled-back; none runs {BAD_RELEASE}",
-            stats["rolled_back"]
+            "  canaries: {rolled_back} fell back to their old slot and reported rolled-back; none runs {BAD_RELEASE}"
         );
-        Ok(())
+        Ok(rolled_back)
     }
 
-    async fn rollout(&self, agents: u32) -> anyhow::Result<()> {
+    /// The phased rollout of 1.1.0 to the demo agents, with a few injected
+    /// failures that stay within its failure budget, under progress bars.
+    async fn rollout(&self, agents: u32) -> anyhow::Result<RolloutOutcome> {
         use fleetward_wire::rollout::{CreateRollout, Rollout, RolloutCreated};
 
-        let (sim, mut fleet) = self.enrol_fleet("demo", "agent-", agents, 0.0).await?;
-
+        let (mut sim, mut fleet) = self
+            .enrol_fleet("demo", "agent-", agents, 0.0, injected(agents))
+            .await?;
         let enrolled = fleet.stats().summary();
         println!(
-            "  {} agents enrolled with a token tagged ring=demo (each made its own key; the server only saw a CSR)",
+            "  {} agents enrolled with a token tagged ring=demo (each made its own key; the server only saw a CSR), all running {OLD_RELEASE}",
             enrolled["enrolled"]
         );
+        if !sim.fail_devices.is_empty() {
+            println!(
+                "  injected: {} agents will not boot {RELEASE} (they fall back), {} remembers having run a newer version (it refuses {RELEASE} as a rollback)",
+                sim.fail_devices.len(),
+                sim.rollback_devices.len()
+            );
+        }
         let target = r#"ring = "demo" and hw = "rev2""#;
         println!(
-            "$ fleetward rollout create --release {RELEASE} --target '{target}' --phases 10%,50%,100% --soak 2s --success-threshold 90%"
+            "$ fleetward rollout create --release {RELEASE} --target '{target}' --phases 20%,60%,100% --soak 2s --success-threshold 70% --max-failures 30% --max-failures-count 5"
         );
         let created: RolloutCreated = self
             .client
@@ -528,11 +615,13 @@ impl Demo<'_> {
                 &CreateRollout {
                     release: RELEASE.into(),
                     target: target.into(),
-                    phases: Some("10%,50%,100%".into()),
+                    phases: Some("20%,60%,100%".into()),
                     soak: Some("2s".into()),
-                    success_threshold: Some("90%".into()),
-                    max_failures: Some("20%".into()),
-                    max_failures_count: None,
+                    success_threshold: Some("70%".into()),
+                    // The budget: the injected failures fit in it wherever
+                    // the phases put them.
+                    max_failures: Some("30%".into()),
+                    max_failures_count: Some(5),
                     rate: None,
                     window: None,
                     timeout: Some("10m".into()),
@@ -544,41 +633,145 @@ impl Demo<'_> {
         let rollout = created.rollout;
         println!("  {} devices queued", created.queued);
         let path = format!("/api/v1/rollouts/{}", rollout.id);
-        let mut last_phase = u32::MAX;
-        for _ in 0..200 {
-            fleet.round(&sim).await;
-            let now: Rollout = self.client.get(&path, &[]).await?;
-            if now.current_phase != last_phase || now.state != "running" {
-                last_phase = now.current_phase;
-                println!("$ fleetward rollout status {}", rollout.id);
-                super::rollout::run(
-                    self.client,
-                    false,
-                    &super::rollout::RolloutCommand::Status {
-                        id: rollout.id.clone(),
-                        watch: false,
-                    },
+
+        let bars = indicatif::MultiProgress::new();
+        let style = indicatif::ProgressStyle::with_template(
+            "  {prefix:<13} {bar:40.green/red} {pos:>3}/{len:3} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        let overall = bars.add(
+            indicatif::ProgressBar::new(created.queued)
+                .with_style(style.clone())
+                .with_prefix(format!("rollout {RELEASE}")),
+        );
+        let phase_bars: Vec<indicatif::ProgressBar> = rollout
+            .phases
+            .iter()
+            .map(|phase| {
+                bars.add(
+                    indicatif::ProgressBar::new(phase.counts.total)
+                        .with_style(style.clone())
+                        .with_prefix(format!("phase {} {}", phase.index + 1, phase.percent)),
                 )
-                .await?;
+            })
+            .collect();
+        let mut state = rollout;
+        let mut last_phase = u32::MAX;
+        for _ in 0..400 {
+            fleet.round(&sim).await;
+            state = self.client.get::<Rollout>(&path, &[]).await?;
+            let totals = &state.totals;
+            overall.set_position(totals.succeeded + totals.failed);
+            overall.set_message(format!(
+                "{} updated, {} failed",
+                totals.succeeded, totals.failed
+            ));
+            for (bar, phase) in phase_bars.iter().zip(&state.phases) {
+                bar.set_length(phase.counts.total);
+                bar.set_position(phase.counts.succeeded + phase.counts.failed);
+                bar.set_message(phase.state.clone());
             }
-            match now.state.as_str() {
+            if state.current_phase != last_phase {
+                last_phase = state.current_phase;
+                let phases = state.phases.len();
+                overall.suspend(|| {
+                    println!(
+                        "  phase {}/{phases} open: {} updated, {} failed so far",
+                        last_phase + 1,
+                        totals.succeeded,
+                        totals.failed
+                    );
+                });
+            }
+            match state.state.as_str() {
                 "completed" => break,
                 "running" => {}
-                other => anyhow::bail!(
-                    "the rollout is {other}: {}",
-                    now.pause_reason.unwrap_or_default()
-                ),
+                other => {
+                    bars.clear().ok();
+                    anyhow::bail!(
+                        "the rollout is {other}: {}",
+                        state.pause_reason.clone().unwrap_or_default()
+                    )
+                }
             }
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
+        overall.finish();
+        for bar in &phase_bars {
+            bar.finish();
+        }
+        // The devices that fell back poll once more: they stay on the old
+        // release (the rollout does not offer it again) and send their reports.
+        sim.fail_devices.clear();
+        fleet.round(&sim).await;
         fleet.flush().await;
-        let stats = fleet.stats().summary();
-        println!(
-            "  agents: {} updated after verifying TUF + director metadata and the image hash, {} polls, {} reports sent",
-            stats["updated"], stats["polls"], stats["reports_sent"]
+        println!("$ fleetward rollout status {}", state.id);
+        super::rollout::run(
+            self.client,
+            false,
+            &super::rollout::RolloutCommand::Status {
+                id: state.id.clone(),
+                watch: false,
+            },
+        )
+        .await?;
+        anyhow::ensure!(
+            state.state == "completed",
+            "the rollout did not complete in time (it is {})",
+            state.state
         );
-        Ok(())
+        let stats = fleet.stats();
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let outcome = RolloutOutcome {
+            id: state.id.clone(),
+            targeted: state.totals.total,
+            succeeded: state.totals.succeeded,
+            failed: state.totals.failed,
+            updated: get(&stats.updated),
+            rolled_back: get(&stats.rolled_back),
+            refused: get(&stats.refused),
+        };
+        println!(
+            "  agents: {} updated after verifying TUF + director metadata and the image hash, {} rolled back, {} refused; {} polls, {} reports sent",
+            outcome.updated,
+            outcome.rolled_back,
+            outcome.refused,
+            get(&stats.polls),
+            get(&stats.reports_sent)
+        );
+        Ok(outcome)
     }
+}
+
+/// What the 1.1.0 rollout ended with, from the server and the agents.
+#[derive(Debug)]
+struct RolloutOutcome {
+    id: String,
+    targeted: u64,
+    succeeded: u64,
+    failed: u64,
+    updated: u64,
+    rolled_back: u64,
+    refused: u64,
+}
+
+/// The injected failures of the main rollout: two agents whose new slot
+/// does not boot, one that refuses the offer as a rollback (none in a
+/// fleet too small to stay within the failure budget).
+fn injected(agents: u32) -> Injected {
+    if agents < 20 {
+        return Injected::default();
+    }
+    Injected {
+        fail_devices: vec![7, usize::try_from(agents - 3).unwrap_or(17)],
+        rollback_devices: vec![12],
+    }
+}
+
+#[derive(Debug, Default)]
+struct Injected {
+    fail_devices: Vec<usize>,
+    rollback_devices: Vec<usize>,
 }
 
 /// A deterministic stand-in for a firmware image.

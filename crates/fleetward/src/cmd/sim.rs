@@ -116,6 +116,8 @@ pub async fn run(client: Option<Client>, args: &SimArgs) -> anyhow::Result<ExitC
         fail_rate: rate("fail-rate", args.fail_rate)?,
         rollback_rate: rate("rollback-rate", args.rollback_rate)?,
         offline_rate: rate("offline-rate", args.offline_rate)?,
+        fail_devices: Vec::new(),
+        rollback_devices: Vec::new(),
         work_dir: args
             .work_dir
             .clone()
