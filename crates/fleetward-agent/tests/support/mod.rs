@@ -183,7 +183,7 @@ impl Server {
 
     /// Uploads `image`, creates release `version` for `hardware`, signs it
     /// with 2 of 3 targets keys and publishes it.
-    async fn publish(&self, version: &str, hardware: &str, image: &[u8]) {
+    pub async fn publish(&self, version: &str, hardware: &str, image: &[u8]) {
         let sha256 = hex::encode(Sha256::digest(image));
         let (status, answer) = self
             .raw_post(
