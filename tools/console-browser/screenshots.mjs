@@ -41,7 +41,18 @@ try {
   await shot("device", await firstLink("main tbody a[href^='/console/devices/']"), { fullPage: true });
   await shot("releases", "/console/releases");
   await shot("rollouts", "/console/rollouts");
-  await shot("rollout", await firstLink("main tbody a[href^='/console/rollouts/ro-']"), { fullPage: true });
+  // Newest first: in the demo, the bad release's rollout that paused itself;
+  // the oldest is the phased rollout that completed.
+  const rollouts = await page.locator("main tbody a[href^='/console/rollouts/ro-']").evaluateAll((links) =>
+    links.map((link) => link.getAttribute("href")),
+  );
+  if (rollouts.length === 0) {
+    throw new Error("no rollouts to show");
+  }
+  await shot("rollout", rollouts[rollouts.length - 1], { fullPage: true });
+  if (rollouts.length > 1) {
+    await shot("rollout-failed", rollouts[0], { fullPage: true });
+  }
   await shot("rollout-start", "/console/rollouts/new");
   await shot("events", "/console/events?verify=1");
   await shot("audit", "/console/audit");
