@@ -217,6 +217,19 @@ async fn device_search_uses_the_query_language_and_escapes_everything() {
         .get(&server.admin, "/api/v1/events?kind=device.quarantined")
         .await;
     let seq = events.body["items"][0]["seq"].as_u64().unwrap();
+    // The filter form as a browser sends it: the fields left at "any" empty.
+    let filtered = get(
+        &server,
+        Some(&cookie),
+        "/console/events?kind=device.quarantined&min_severity=&device=",
+    )
+    .await;
+    assert_eq!(filtered.status, StatusCode::OK, "{}", filtered.body);
+    assert!(
+        filtered.body.contains(&format!("/console/events/{seq}")),
+        "{}",
+        filtered.body
+    );
     let detail = get(&server, Some(&cookie), &format!("/console/events/{seq}")).await;
     assert_eq!(detail.status, StatusCode::OK);
     assert!(!detail.body.contains("<script>alert"), "{}", detail.body);
@@ -457,4 +470,199 @@ async fn rollouts_show_their_phases_and_operators_pause_and_resume_them() {
         .await;
     assert_eq!(state.body["state"], "running");
     server.stop().await;
+}
+
+#[tokio::test]
+async fn rollouts_start_from_a_form_and_bad_input_starts_nothing() {
+    let server = TestServer::start().await;
+    support::plant_releases(
+        &server,
+        &[
+            ("2.0.0", "rev2", fleetward_core::ReleaseState::Published),
+            ("2.1.0", "rev2", fleetward_core::ReleaseState::Signed),
+        ],
+    )
+    .await;
+    for n in 0..4 {
+        server
+            .register(
+                &format!("s-{n}"),
+                "rev2",
+                Some("1.0.0"),
+                &[("ring", "beta")],
+            )
+            .await;
+    }
+    server
+        .register("other-hw", "rev1", Some("1.0.0"), &[("ring", "beta")])
+        .await;
+
+    // A viewer sees no way to start one, and is refused when posting anyway.
+    let viewer = sign_in(&server, &server.token_for(Role::Viewer).await).await;
+    let list = get(&server, Some(&viewer), "/console/rollouts").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(!list.body.contains("Start a rollout"), "{}", list.body);
+    let releases = get(&server, Some(&viewer), "/console/releases").await;
+    assert!(!releases.body.contains("/console/rollouts/new"));
+    assert_eq!(
+        get(&server, Some(&viewer), "/console/rollouts/new")
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let viewer_csrf = csrf_of(&list.body);
+    let good = |csrf: &str| {
+        vec![
+            ("csrf".to_owned(), csrf.to_owned()),
+            ("release".to_owned(), "2.0.0".to_owned()),
+            (
+                "target".to_owned(),
+                r#"ring = "beta" and hw = "rev2""#.to_owned(),
+            ),
+            ("phases".to_owned(), "50%,100%".to_owned()),
+            ("soak".to_owned(), "1h".to_owned()),
+            ("success_threshold".to_owned(), "90%".to_owned()),
+            ("max_failures".to_owned(), "25%".to_owned()),
+            ("timeout".to_owned(), "2h".to_owned()),
+            ("retries".to_owned(), "1".to_owned()),
+        ]
+    };
+    let post = |cookie: String, form: Vec<(String, String)>| {
+        let server = &server;
+        async move {
+            let pairs: Vec<(&str, &str)> =
+                form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            post_form(server, Some(&cookie), "/console/rollouts", &pairs).await
+        }
+    };
+    let refused = post(viewer.clone(), good(&viewer_csrf)).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+
+    // An operator gets the form, with the published release only.
+    let operator = sign_in(&server, &server.token_for(Role::Operator).await).await;
+    let list = get(&server, Some(&operator), "/console/rollouts").await;
+    assert!(list.body.contains("Start a rollout"), "{}", list.body);
+    let releases = get(&server, Some(&operator), "/console/releases").await;
+    assert!(
+        releases
+            .body
+            .contains("/console/rollouts/new?release=2.0.0"),
+        "{}",
+        releases.body
+    );
+    let form = get(
+        &server,
+        Some(&operator),
+        "/console/rollouts/new?release=2.0.0",
+    )
+    .await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+    assert!(
+        form.body.contains(r#"<option value="2.0.0" selected>"#),
+        "{}",
+        form.body
+    );
+    assert!(
+        !form.body.contains(r#"value="2.1.0""#),
+        "a signed release is not offered"
+    );
+    let csrf = csrf_of(&form.body);
+    let audit_before = server.audit_len().await;
+
+    // Forged, missing or another session's form tokens: refused.
+    let mut missing = good(&csrf);
+    missing.remove(0);
+    for (form, why) in [
+        (missing, "no CSRF token"),
+        (good(&"0".repeat(64)), "a forged token"),
+        (good(&viewer_csrf), "another session's token"),
+    ] {
+        let answer = post(operator.clone(), form).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::FORBIDDEN,
+            "{why}: {}",
+            answer.body
+        );
+    }
+
+    // Bad settings: the form again, the reason shown, the values kept
+    // (escaped), nothing stored.
+    let with = |field: &str, value: &str| {
+        let mut form = good(&csrf);
+        match form.iter_mut().find(|(k, _)| k == field) {
+            Some(pair) => pair.1 = value.to_owned(),
+            None => form.push((field.to_owned(), value.to_owned())),
+        }
+        form
+    };
+    for (form, expected) in [
+        (with("target", "ring = "), "invalid target"),
+        (
+            with("target", r#"ring = "<script>alert(1)</script>""#),
+            "invalid target",
+        ),
+        (with("target", r#"ring = "nobody""#), "target set is empty"),
+        (with("target", "  "), "target query is required"),
+        (with("target", "ring = \"beta\""), "not rev2 hardware"),
+        (with("release", "9.9.9"), "there is no release"),
+        (with("release", "2.1.0"), "only a published release"),
+        (with("release", ""), "choose a published release"),
+        (with("phases", "50%,10%"), "must grow"),
+        (with("success_threshold", "190%"), "success-threshold"),
+        (with("soak", "soon"), "soak"),
+        (with("retries", "many"), "retries must be a whole number"),
+        (with("retries", "99"), "at most 10"),
+    ] {
+        let answer = post(operator.clone(), form.clone()).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{form:?}: {}",
+            answer.body
+        );
+        assert!(answer.body.contains("Not started: "), "{}", answer.body);
+        assert!(
+            answer
+                .body
+                .to_lowercase()
+                .contains(&expected.to_lowercase()),
+            "{expected:?} in {}",
+            answer.body
+        );
+        assert!(!answer.body.contains("<script>alert"), "{}", answer.body);
+        assert!(
+            answer.body.contains(r#"name="csrf""#),
+            "the form is shown again"
+        );
+    }
+    assert_eq!(rollout_count(&server).await, 0, "nothing was started");
+    assert_eq!(server.audit_len().await, audit_before, "nothing changed");
+
+    // The good form starts it and lands on its page.
+    let started = post(operator.clone(), good(&csrf)).await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.body);
+    let location = started.headers["location"].to_str().unwrap().to_owned();
+    let id = location
+        .strip_prefix("/console/rollouts/")
+        .unwrap()
+        .to_owned();
+    let rollout = server
+        .get(&server.admin, &format!("/api/v1/rollouts/{id}"))
+        .await;
+    assert_eq!(rollout.status, StatusCode::OK, "{:?}", rollout.body);
+    assert_eq!(rollout.body["release"], "2.0.0");
+    assert_eq!(rollout.body["settings"]["phases"], "50%,100%");
+    assert_eq!(rollout.body["settings"]["retries"], 1);
+    assert_eq!(rollout.body["totals"]["total"], 4);
+    assert_eq!(rollout_count(&server).await, 1);
+    let page = get(&server, Some(&operator), &location).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(">Pause<"), "{}", page.body);
+    server.stop().await;
+}
+
+async fn rollout_count(server: &TestServer) -> usize {
+    let list = server.get(&server.admin, "/api/v1/rollouts").await;
+    list.body["items"].as_array().unwrap().len()
 }

@@ -176,7 +176,19 @@ pub async fn create_rollout(
     Auth(caller, _): Auth<perm::RolloutWrite>,
     Json(body): Json<CreateRollout>,
 ) -> Result<(StatusCode, Json<RolloutCreated>), ApiError> {
-    let settings = settings_of(&body);
+    let created = create(&state, &caller, &body).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Creates a rollout for `caller` (who must hold `RolloutWrite`; the API
+/// and the console check before calling). Shared by both doors so a form
+/// and a JSON body are held to exactly the same checks.
+pub(crate) async fn create(
+    state: &AppState,
+    caller: &Caller,
+    body: &CreateRollout,
+) -> Result<RolloutCreated, ApiError> {
+    let settings = settings_of(body);
     let policy = settings
         .to_policy()
         .map_err(|e| ApiError::unprocessable("invalid_setting", e.to_string()))?;
@@ -266,14 +278,11 @@ pub async fn create_rollout(
             other => other.into(),
         })?;
     tracing::info!(rollout = %id, release = %release.version, queued = outcome.queued, "rollout created");
-    Ok((
-        StatusCode::CREATED,
-        Json(RolloutCreated {
-            rollout: to_wire(&state, &record).await?,
-            queued: outcome.queued,
-            busy: outcome.busy,
-        }),
-    ))
+    Ok(RolloutCreated {
+        rollout: to_wire(state, &record).await?,
+        queued: outcome.queued,
+        busy: outcome.busy,
+    })
 }
 
 /// Every rollout, oldest first, with progress.

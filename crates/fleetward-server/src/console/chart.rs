@@ -13,7 +13,7 @@ pub struct Bar {
 
 const WIDTH: u32 = 520;
 const ROW: u32 = 24;
-const LABEL: u32 = 150;
+const LABEL: u32 = 170;
 
 /// A horizontal bar chart; the caption doubles as the accessible name.
 pub fn bars(caption: &str, bars: &[Bar]) -> Markup {
@@ -22,11 +22,11 @@ pub fn bars(caption: &str, bars: &[Bar]) -> Markup {
     let room = f64::from(WIDTH - LABEL - 70);
     html! {
         figure {
-            svg class="chart" viewBox=(format!("0 0 {WIDTH} {height}")) role="img" aria-label=(caption) {
+            svg class="chart bars" viewBox=(format!("0 0 {WIDTH} {height}")) role="img" aria-label=(caption) {
                 @for (row, bar) in bars.iter().enumerate() {
                     @let y = ROW * u32::try_from(row).unwrap_or(0) + 4;
                     @let length = (bar.value as f64 / max as f64 * room).max(1.0);
-                    text x="0" y=(y + 16) { (shorten(&bar.label, 22)) }
+                    text x="0" y=(y + 16) { (shorten(&bar.label, 16)) }
                     rect class=(if bar.alarm { "bar bad" } else { "bar" }) x=(LABEL) y=(y + 3)
                         width=(format!("{length:.1}")) height=(ROW - 8) {}
                     text x=(format!("{:.1}", f64::from(LABEL) + length + 6.0)) y=(y + 16) { (bar.value) }

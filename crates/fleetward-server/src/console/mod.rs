@@ -63,7 +63,11 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console/devices/{id}", get(pages::device))
         .route("/console/devices/{id}/quarantine", post(pages::quarantine))
         .route("/console/releases", get(pages::releases))
-        .route("/console/rollouts", get(rollouts::list))
+        .route(
+            "/console/rollouts",
+            get(rollouts::list).post(rollouts::start),
+        )
+        .route("/console/rollouts/new", get(rollouts::new))
         .route("/console/rollouts/{id}", get(rollouts::show))
         .route("/console/rollouts/{id}/{action}", post(rollouts::act))
         .route("/console/events", get(pages::events))

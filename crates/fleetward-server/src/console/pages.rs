@@ -582,6 +582,7 @@ pub async fn releases(
         Ok(releases) => releases,
         Err(error) => return fail(&session, error),
     };
+    let can_roll_out = session.can(Permission::RolloutWrite);
     let content = html! {
         h1 { "Releases" }
         div class="table-wrap" { table {
@@ -595,7 +596,12 @@ pub async fn releases(
                     tr {
                         td { (release.version) }
                         td { (release.hardware) }
-                        td class=(if release.state == ReleaseState::Revoked { "bad" } else { "" }) { (release.state.as_str()) }
+                        td class=(if release.state == ReleaseState::Revoked { "bad" } else { "" }) {
+                            (release.state.as_str())
+                            @if release.state == ReleaseState::Published && can_roll_out {
+                                " · " a href=(format!("/console/rollouts/new?release={}", urlencode(&release.version))) { "roll out" }
+                            }
+                        }
                         td { @if release.state == ReleaseState::Draft {
                             span class="warn" { "unsigned" }
                         } @else {
@@ -635,10 +641,23 @@ pub(crate) struct EventsQuery {
 pub async fn events(
     State(state): State<AppState>,
     session: Session,
-    Query(query): Query<EventsQuery>,
+    Query(mut query): Query<EventsQuery>,
 ) -> Response {
     if let Err(refused) = session.require(Permission::AuditRead) {
         return fail(&session, refused);
+    }
+    // The filter form sends every field; an empty one ("any") means no
+    // filter, where the API would refuse an empty value.
+    for field in [
+        &mut query.params.kind,
+        &mut query.params.min_severity,
+        &mut query.params.device,
+        &mut query.params.since,
+        &mut query.params.until,
+    ] {
+        if field.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            *field = None;
+        }
     }
     let content = async {
         let filter = crate::api::events::filter(&query.params)?;

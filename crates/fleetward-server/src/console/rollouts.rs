@@ -1,12 +1,14 @@
 //! The console's rollout pages: every rollout with its phases as progress
-//! bars, failure reasons, progress over time, and pause, resume and abort
-//! for roles that may (through the same functions as the API routes).
+//! bars, failure reasons, progress over time; starting one from a form, and
+//! pause, resume and abort, for roles that may (through the same functions
+//! as the API routes, so a form is held to exactly the API's checks).
 
 use axum::extract::{Form, Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use fleetward_core::Permission;
+use fleetward_core::{Permission, ReleaseState};
 use fleetward_store::{ExecutionFilter, RolloutState};
-use fleetward_wire::rollout::{PhaseProgress, Rollout};
+use fleetward_wire::rollout::{CreateRollout, PhaseProgress, Rollout};
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -14,7 +16,7 @@ use super::chart;
 use super::pages::{Fragment, fail, when};
 use super::{Refresh, Section, Session, page};
 use crate::AppState;
-use crate::api::rollouts::{abort, execution_to_wire, set_running, to_wire};
+use crate::api::rollouts::{abort, create, execution_to_wire, set_running, to_wire};
 use crate::error::ApiError;
 
 fn bar(phase: &PhaseProgress) -> Markup {
@@ -79,6 +81,9 @@ pub async fn list(
     };
     let content = html! {
         h1 { "Rollouts" }
+        @if session.can(Permission::RolloutWrite) {
+            p { a class="button" href="/console/rollouts/new" { "Start a rollout" } }
+        }
         div class="table-wrap" { table {
             thead { tr {
                 th scope="col" { "Rollout" } th scope="col" { "Release" } th scope="col" { "Target" }
@@ -297,4 +302,218 @@ pub async fn act(
         Ok(()) => Redirect::to(&format!("/console/rollouts/{id}")).into_response(),
         Err(error) => fail(&session, error),
     }
+}
+
+/// What the start form carries: the API's `CreateRollout` as text fields
+/// (empty means the API's default), and the form token.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct StartForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    release: String,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    phases: String,
+    #[serde(default)]
+    soak: String,
+    #[serde(default)]
+    success_threshold: String,
+    #[serde(default)]
+    max_failures: String,
+    #[serde(default)]
+    timeout: String,
+    #[serde(default)]
+    retries: String,
+    #[serde(default)]
+    continuous: Option<String>,
+}
+
+/// The form's defaults: the API's, spelled out so people see what they get.
+fn start_defaults(release: Option<String>) -> StartForm {
+    StartForm {
+        release: release.unwrap_or_default(),
+        phases: "10%,50%,100%".into(),
+        soak: "30m".into(),
+        success_threshold: "95%".into(),
+        max_failures: "5%".into(),
+        timeout: "2h".into(),
+        retries: "0".into(),
+        ..StartForm::default()
+    }
+}
+
+fn optional(text: &str) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_owned())
+}
+
+impl StartForm {
+    /// The API request this form asks for; a field that is not even the
+    /// right kind of value is refused here, the rest by the API's checks.
+    fn to_request(&self) -> Result<CreateRollout, ApiError> {
+        let retries = match optional(&self.retries) {
+            None => None,
+            Some(text) => Some(text.parse::<u32>().map_err(|_| {
+                ApiError::unprocessable(
+                    "invalid_setting",
+                    format!("retries must be a whole number from 0 to 10, not {text:?}"),
+                )
+            })?),
+        };
+        if self.release.trim().is_empty() {
+            return Err(ApiError::unprocessable(
+                "invalid_setting",
+                "choose a published release",
+            ));
+        }
+        if self.target.trim().is_empty() {
+            return Err(ApiError::unprocessable(
+                "invalid_query",
+                "a target query is required (for every device of the hardware: hw = \"rev2\")",
+            ));
+        }
+        Ok(CreateRollout {
+            release: self.release.trim().to_owned(),
+            target: self.target.trim().to_owned(),
+            phases: optional(&self.phases),
+            soak: optional(&self.soak),
+            success_threshold: optional(&self.success_threshold),
+            max_failures: optional(&self.max_failures),
+            max_failures_count: None,
+            rate: None,
+            window: None,
+            timeout: optional(&self.timeout),
+            retries,
+            continuous: self.continuous.is_some(),
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct NewQuery {
+    release: Option<String>,
+}
+
+/// `GET /console/rollouts/new[?release=VERSION]`: the start form.
+pub async fn new(
+    State(state): State<AppState>,
+    session: Session,
+    Query(query): Query<NewQuery>,
+) -> Response {
+    if let Err(refused) = session.require(Permission::RolloutWrite) {
+        return fail(&session, refused);
+    }
+    start_page(&state, &session, &start_defaults(query.release), None).await
+}
+
+/// `POST /console/rollouts`: starts a rollout, or shows the form again
+/// with the values as typed and the reason it was refused (nothing stored).
+pub async fn start(
+    State(state): State<AppState>,
+    session: Session,
+    Form(form): Form<StartForm>,
+) -> Response {
+    if let Err(refused) = session
+        .require(Permission::RolloutWrite)
+        .and_then(|()| session.check_csrf(&form.csrf))
+    {
+        return fail(&session, refused);
+    }
+    let created = match form.to_request() {
+        Ok(request) => create(&state, &session.caller, &request).await,
+        Err(error) => Err(error),
+    };
+    match created {
+        Ok(created) => {
+            Redirect::to(&format!("/console/rollouts/{}", created.rollout.id)).into_response()
+        }
+        // A refused setting is the operator's to fix: the form again, with
+        // the message. Anything else (the store failing) is an error page.
+        Err(error) if error.status == StatusCode::UNPROCESSABLE_ENTITY => {
+            let mut page = start_page(&state, &session, &form, Some(error.message.as_str())).await;
+            if page.status() == StatusCode::OK {
+                *page.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            }
+            page
+        }
+        Err(error) => fail(&session, error),
+    }
+}
+
+async fn start_page(
+    state: &AppState,
+    session: &Session,
+    form: &StartForm,
+    problem: Option<&str>,
+) -> Response {
+    let releases = match state.store.list_releases().await {
+        Ok(releases) => releases,
+        Err(error) => return fail(session, error),
+    };
+    let published: Vec<_> = releases
+        .iter()
+        .filter(|r| r.state == ReleaseState::Published)
+        .collect();
+    let field = |id: &'static str, label: &'static str, value: &str, hint: &'static str| {
+        html! {
+            div class="field" {
+                label for=(id) { (label) }
+                input id=(id) name=(id) value=(value) aria-describedby=(format!("{id}-hint"));
+                small id=(format!("{id}-hint")) class="muted" { (hint) }
+            }
+        }
+    };
+    let content = html! {
+        h1 { "Start a rollout" }
+        @if let Some(problem) = problem {
+            p class="notice error" role="alert" id="problem" { "Not started: " (problem) }
+        }
+        @if published.is_empty() {
+            p class="notice" { "There is no published release to roll out yet: " code { "fleetward release publish" } }
+        }
+        form class="stack" method="post" action="/console/rollouts" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            div class="field" {
+                label for="release" { "Release" }
+                select id="release" name="release" required {
+                    @for release in &published {
+                        option value=(release.version) selected[release.version == form.release] {
+                            (release.version) " (" (release.hardware) ")"
+                        }
+                    }
+                }
+            }
+            div class="field" {
+                label for="target" { "Target query" }
+                input id="target" name="target" value=(form.target) required
+                    placeholder="hw = \"rev2\" and region = \"eu\"" aria-describedby="target-hint";
+                small id="target-hint" class="muted" {
+                    "The device query language, as in the device search; it must select only the release's hardware."
+                }
+            }
+            (field("phases", "Phases", &form.phases, "Cumulative shares of the target ending at 100%."))
+            (field("soak", "Soak", &form.soak, "How long a phase is watched after meeting its threshold."))
+            (field("success_threshold", "Success threshold", &form.success_threshold, "Share of a phase that must succeed."))
+            (field("max_failures", "Pause above", &form.max_failures, "Failed share of a phase that pauses the rollout by itself."))
+            (field("timeout", "Timeout", &form.timeout, "An offer not finished this long after it went out fails."))
+            (field("retries", "Retries", &form.retries, "How often a failed device is offered the release again (0 to 10)."))
+            div class="field" {
+                label {
+                    input type="checkbox" name="continuous" value="1" checked[form.continuous.is_some()];
+                    " Continuous: also reach devices that enrol or start to match later"
+                }
+            }
+            div { button type="submit" { "Start rollout" } " " a href="/console/rollouts" { "Cancel" } }
+        }
+    };
+    page(
+        session,
+        Section::Rollouts,
+        "Start a rollout",
+        Refresh::Static,
+        false,
+        content,
+    )
 }
