@@ -64,13 +64,97 @@ pub struct Affected {
     pub name: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ranges: Vec<Range>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub versions: Vec<String>,
+    #[serde(default, skip_serializing_if = "VersionList::is_empty")]
+    pub versions: VersionList,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rustsec: Option<RustSecVersions>,
     /// Operating systems the advisory is limited to (empty: all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub os: Vec<String>,
+}
+
+/// An explicit list of affected versions (OSV `versions`), kept as one
+/// sorted, newline-separated block.
+///
+/// PyPA and curl records list every affected release, hundreds per package;
+/// as a `Vec<String>` each one was an allocation on every index read, for a
+/// question (is this exact version listed?) that one substring search over
+/// the block answers. Entries are unique and never empty or multi-line, so
+/// the block reads back unambiguously.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionList {
+    block: String,
+}
+
+impl VersionList {
+    /// Sorts and de-duplicates `versions`; an empty entry or one with a
+    /// line break is refused.
+    pub fn new(mut versions: Vec<String>) -> Result<VersionList, String> {
+        if let Some(bad) = versions
+            .iter()
+            .find(|v| v.is_empty() || v.contains(['\n', '\r']))
+        {
+            return Err(format!("invalid explicit version {bad:?}"));
+        }
+        versions.sort_unstable();
+        versions.dedup();
+        Ok(VersionList {
+            block: versions.join("\n"),
+        })
+    }
+
+    /// The inverse of [`VersionList::as_block`], checking what `new`
+    /// guarantees (sorted, unique, no empty entry).
+    pub fn from_block(block: String) -> Result<VersionList, String> {
+        let mut previous: Option<&str> = None;
+        if !block.is_empty() {
+            for v in block.split('\n') {
+                if v.is_empty() || v.contains('\r') || previous.is_some_and(|p| p >= v) {
+                    return Err(format!("entry {v:?} is empty or out of order"));
+                }
+                previous = Some(v);
+            }
+        }
+        Ok(VersionList { block })
+    }
+
+    /// The versions, sorted, one per line.
+    pub fn as_block(&self) -> &str {
+        &self.block
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.block.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.block.split('\n').filter(|v| !v.is_empty())
+    }
+
+    /// Whether `version` is listed, exactly.
+    pub fn contains(&self, version: &str) -> bool {
+        if version.is_empty() || version.contains('\n') {
+            return false;
+        }
+        let bytes = self.block.as_bytes();
+        self.block.match_indices(version).any(|(at, _)| {
+            let end = at + version.len();
+            (at == 0 || bytes[at - 1] == b'\n') && (end == bytes.len() || bytes[end] == b'\n')
+        })
+    }
+}
+
+impl Serialize for VersionList {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for VersionList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let list = Vec::<String>::deserialize(deserializer)?;
+        VersionList::new(list).map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,7 +222,7 @@ impl Affected {
     /// Whether `version` is affected. `Err` when the version cannot be read
     /// under the ecosystem's scheme (reported, never silently "safe").
     pub fn affects(&self, version: &str) -> Result<bool, VersionError> {
-        if self.versions.iter().any(|v| v == version) {
+        if self.versions.contains(version) {
             return Ok(true);
         }
         if let Some(rs) = &self.rustsec {
@@ -459,7 +543,8 @@ pub fn osv_from_value(value: Value) -> Result<Advisory, AdvisoryError> {
             ecosystem,
             name,
             ranges,
-            versions: a.versions.unwrap_or_default(),
+            versions: VersionList::new(a.versions.unwrap_or_default())
+                .map_err(|e| AdvisoryError::Invalid(format!("{}: {e}", rec.id)))?,
             rustsec: None,
             os,
         });
@@ -593,7 +678,7 @@ pub fn parse_rustsec(text: &str, collection: &str) -> Result<Advisory, AdvisoryE
             ecosystem: ecosystem.to_owned(),
             name: a.package,
             ranges: Vec::new(),
-            versions: Vec::new(),
+            versions: VersionList::default(),
             rustsec: Some(RustSecVersions {
                 patched: versions.patched,
                 unaffected: versions.unaffected,

@@ -388,3 +388,44 @@ fn sarif_and_vex_shapes() {
     let table = report::table(&report);
     assert!(table.contains("FAIL: 6 components"), "{table}");
 }
+
+#[test]
+fn explicit_version_lists_match_whole_entries_only() {
+    use fleetward_sca::advisory::VersionList;
+    let list = VersionList::new(vec![
+        "1.10".into(),
+        "1.1".into(),
+        "0.9".into(),
+        "1.1".into(),
+    ])
+    .unwrap();
+    assert_eq!(list.as_block(), "0.9\n1.1\n1.10");
+    for (v, expected) in [
+        ("1.1", true),
+        ("1.10", true),
+        ("0.9", true),
+        ("1", false),
+        ("1.", false),
+        ("10", false),
+        (".9", false),
+        ("1.1\n1.10", false),
+        ("", false),
+    ] {
+        assert_eq!(list.contains(v), expected, "{v:?}");
+    }
+    assert!(!VersionList::default().contains("1.0"));
+    assert!(VersionList::new(vec!["".into()]).is_err());
+    assert!(VersionList::new(vec!["1.0\n2.0".into()]).is_err());
+    assert_eq!(
+        VersionList::from_block(list.as_block().to_owned()).unwrap(),
+        list
+    );
+    assert!(
+        VersionList::from_block("1.1\n0.9".into()).is_err(),
+        "out of order"
+    );
+    assert!(
+        VersionList::from_block("1.1\n\n1.2".into()).is_err(),
+        "empty entry"
+    );
+}
