@@ -41,8 +41,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &policy,
             time::OffsetDateTime::now_utc(),
         )?;
-        let out = serde_json::to_string_pretty(&fleetward_sca::report::json(&report))?;
-        std::io::sink().write_all(out.as_bytes())?;
+        // As the CLI writes `--format json`: the report streamed, no `Value`.
+        let mut out = std::io::BufWriter::new(std::io::sink());
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        out.flush()?;
         eprintln!("{} findings", report.findings.len());
     }
     Ok(())

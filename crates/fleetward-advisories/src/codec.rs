@@ -272,11 +272,7 @@ impl Reader<'_> {
             }
             ranges.push(Range { kind, events });
         }
-        let block = self.str()?;
-        let versions = match VersionList::from_block(block) {
-            Ok(v) => v,
-            Err(e) => return self.fail(&format!("bad version list ({e})")),
-        };
+        let versions = VersionList::from_block(self.str()?);
         let rustsec = match self.byte()? {
             0 => None,
             1 => Some(RustSecVersions {
