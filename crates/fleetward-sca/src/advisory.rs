@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::purl::{Purl, pep503};
-use crate::version::{Scheme, VersionError};
+use crate::version::{Parsed, Scheme, VersionError};
 
 /// Why an advisory file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -263,61 +263,81 @@ impl Affected {
 /// The OSV evaluation: walk the events in version order; `introduced`
 /// switches on, `fixed` (at or after) and `last_affected` (strictly after)
 /// switch off; `limit` caps the range.
-pub fn range_affects(
+pub fn range_affects<'a>(
     scheme: Scheme,
-    events: &[Event],
-    version: &str,
+    events: &'a [Event],
+    version: &'a str,
 ) -> Result<bool, VersionError> {
-    scheme.validate(version)?;
-    let cmp = |a: &str, b: &str| -> Result<Ordering, VersionError> {
-        match (a == "0", b == "0") {
-            (true, true) => Ok(Ordering::Equal),
-            (true, false) => Ok(Ordering::Less),
-            (false, true) => Ok(Ordering::Greater),
-            _ => scheme.compare(a, b),
+    // Each version is parsed once, then compared as `Scheme::compare`
+    // orders the texts, with the same errors for unreadable versions. OSV's
+    // "0" is before everything and a `limit` of "*" after everything.
+    #[derive(PartialEq, Eq)]
+    enum Point<'v> {
+        Zero,
+        At(Parsed<'v>),
+        Infinity,
+    }
+    let parse = |v: &'a str| -> Result<Point<'a>, VersionError> {
+        match v {
+            "0" => Ok(Point::Zero),
+            "*" => Ok(Point::Infinity),
+            _ => scheme.parse(v).map(Point::At),
         }
     };
-    let mut sorted: Vec<&Event> = events.iter().collect();
-    let mut error = None;
-    sorted.sort_by(|a, b| {
-        cmp(a.version(), b.version()).unwrap_or_else(|e| {
-            error.get_or_insert(e);
-            Ordering::Equal
-        })
-    });
-    if let Some(e) = error {
-        return Err(e);
+    let cmp = |a: &Point<'_>, b: &Point<'_>| match (a, b) {
+        (Point::At(a), Point::At(b)) => scheme.compare_parsed(a, b),
+        (a, b) => {
+            let rank = |p: &Point<'_>| match p {
+                Point::Zero => 0,
+                Point::At(_) => 1,
+                Point::Infinity => 2,
+            };
+            rank(a).cmp(&rank(b))
+        }
+    };
+    let target = match version {
+        "0" => {
+            scheme.parse(version)?;
+            Point::Zero
+        }
+        _ => Point::At(scheme.parse(version)?),
+    };
+    let mut sorted: Vec<(&Event, Point<'_>)> = Vec::with_capacity(events.len());
+    for event in events {
+        let at = match event {
+            Event::Limit(_) => parse(event.version())?,
+            // Only a limit may be "*".
+            _ if event.version() == "*" => Point::At(scheme.parse("*")?),
+            _ => parse(event.version())?,
+        };
+        sorted.push((event, at));
     }
+    sorted.sort_by(|a, b| cmp(&a.1, &b.1));
     let mut affected = false;
     let mut limits = Vec::new();
-    for event in sorted {
+    for (event, at) in &sorted {
+        let order = cmp(&target, at);
         match event {
-            Event::Introduced(v) => {
-                if cmp(version, v)? != Ordering::Less {
+            Event::Introduced(_) => {
+                if order != Ordering::Less {
                     affected = true;
                 }
             }
-            Event::Fixed(v) => {
-                if cmp(version, v)? != Ordering::Less {
+            Event::Fixed(_) => {
+                if order != Ordering::Less {
                     affected = false;
                 }
             }
-            Event::LastAffected(v) => {
-                if cmp(version, v)? == Ordering::Greater {
+            Event::LastAffected(_) => {
+                if order == Ordering::Greater {
                     affected = false;
                 }
             }
-            Event::Limit(v) => limits.push(v),
+            Event::Limit(_) => limits.push(order),
         }
     }
     if affected && !limits.is_empty() {
-        let mut below_any = false;
-        for limit in limits {
-            if limit == "*" || cmp(version, limit)? == Ordering::Less {
-                below_any = true;
-            }
-        }
-        affected = below_any;
+        affected = limits.contains(&Ordering::Less);
     }
     Ok(affected)
 }

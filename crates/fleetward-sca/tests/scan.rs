@@ -421,3 +421,38 @@ fn explicit_version_lists_match_whole_entries_only() {
     let damaged = VersionList::from_block("1.1\n\n0.9".into());
     assert!(damaged.contains("0.9") && damaged.contains("1.1") && !damaged.contains(""));
 }
+
+#[test]
+fn range_events_zero_star_and_unreadable_versions() {
+    use fleetward_sca::advisory::{Event, range_affects};
+    use fleetward_sca::version::Scheme;
+    let ev = |list: &[(&str, &str)]| -> Vec<Event> {
+        list.iter()
+            .map(|(k, v)| match *k {
+                "i" => Event::Introduced((*v).into()),
+                "f" => Event::Fixed((*v).into()),
+                "l" => Event::LastAffected((*v).into()),
+                _ => Event::Limit((*v).into()),
+            })
+            .collect()
+    };
+    let check = |events: &[(&str, &str)], version: &str, expected: bool| {
+        assert_eq!(
+            range_affects(Scheme::Semver, &ev(events), version).unwrap(),
+            expected,
+            "{events:?} {version}"
+        );
+    };
+    // Events out of order are sorted; "0" is before everything.
+    check(&[("f", "1.2.0"), ("i", "0")], "1.1.9", true);
+    check(&[("f", "1.2.0"), ("i", "0")], "1.2.0", false);
+    check(&[("i", "1.0.0"), ("l", "1.0.5")], "1.0.5", true);
+    check(&[("i", "1.0.0"), ("l", "1.0.5")], "1.0.6", false);
+    // A limit of "*" is no limit (it is not a semver version).
+    check(&[("i", "0"), ("m", "*")], "9.9.9", true);
+    check(&[("i", "1.0.0"), ("m", "*"), ("f", "2.0.0")], "1.5.0", true);
+    check(&[("i", "1.0.0"), ("m", "1.2.0")], "1.3.0", false);
+    // An unreadable event or version is an error, not "not affected".
+    assert!(range_affects(Scheme::Semver, &ev(&[("i", "x.y")]), "1.0.0").is_err());
+    assert!(range_affects(Scheme::Semver, &ev(&[("i", "0")]), "not-a-version").is_err());
+}
