@@ -20,7 +20,7 @@ cargo build --release -p fleetward --quiet
 TARGET=${CARGO_TARGET_DIR:-target}
 FW="$TARGET/release/fleetward"
 AUDIT=$(command -v cargo-audit || true)
-for candidate in /tmp/cargo-audit-root/bin/cargo-audit /work/scratch/cargo-audit/bin/cargo-audit; do
+for candidate in /tmp/cargo-audit-root/bin/cargo-audit; do
     [ -z "$AUDIT" ] && [ -x "$candidate" ] && AUDIT=$candidate
 done
 WORK=$(mktemp -d)
