@@ -7,20 +7,23 @@
 //! never fatal) and writes one index file:
 //!
 //! ```text
-//! FWADV1\n
+//! FWADV2\n
 //! {header JSON: imported_at, sources, counts}\n
 //! {key table JSON: [[key, offset, length], …] sorted by key}\n
-//! <blob: one JSON array of advisories per key, at offset/length>
+//! <blob: the advisories of each key at offset/length, binary (see codec)>
 //! ```
 //!
 //! [`Index::open`] reads the two header lines; each lookup binary-searches
-//! the key table and reads just its slice of the blob. The file is written
+//! the key table and reads just its slice of the blob. Entries were JSON in
+//! format 1 (`FWADV1`); decoding them was most of a large scan, so format 2
+//! stores them in [`codec`]'s binary layout. An index in an older format is
+//! refused with a request to re-import, never misread. The file is written
 //! to a temporary name and renamed, so a reader never sees half an index.
 //! Advisory bodies (`details`) are not kept: the index holds what matching
 //! and reporting need.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use fleetward_sca::advisory::{self, Advisory};
@@ -30,7 +33,11 @@ use time::OffsetDateTime;
 
 /// The index file name inside an advisory directory.
 pub const INDEX_FILE: &str = "advisories.idx";
-const MAGIC: &str = "FWADV1";
+const MAGIC: &str = "FWADV2";
+/// Magic lines of earlier formats, refused with a request to re-import.
+const OLD_MAGICS: &[&str] = &["FWADV1"];
+
+pub mod codec;
 /// Larger advisory files are refused (the largest real one is ~1 MiB).
 pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 
@@ -43,6 +50,10 @@ pub enum IndexError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{path}: the advisory index is in an older format ({found}) than this fleetward reads ({MAGIC}): re-import it with `fleetward advisories import <DIR|ZIP>`"
+    )]
+    OldFormat { path: PathBuf, found: String },
     #[error("{path}: corrupt advisory index: {message}")]
     Corrupt { path: PathBuf, message: String },
     #[error("{path}: {message}")]
@@ -303,10 +314,7 @@ pub fn import(
     let mut table: Vec<(String, u64, u64)> = Vec::with_capacity(by_key.len());
     for (key, list) in &by_key {
         let start = blob.len() as u64;
-        serde_json::to_writer(&mut blob, list).map_err(|e| IndexError::Corrupt {
-            path: out_dir.to_owned(),
-            message: e.to_string(),
-        })?;
+        codec::encode(list, &mut blob);
         table.push((key.clone(), start, blob.len() as u64 - start));
     }
     std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
@@ -369,7 +377,14 @@ impl Index {
             Ok::<_, IndexError>(consumed)
         };
         next_line(&mut reader, &mut line)?;
-        if line.trim_end() != MAGIC {
+        let magic = line.trim_end();
+        if OLD_MAGICS.contains(&magic) {
+            return Err(IndexError::OldFormat {
+                path: path.clone(),
+                found: magic.to_owned(),
+            });
+        }
+        if magic != MAGIC {
             return Err(corrupt("not a fleetward advisory index (bad magic)".into()));
         }
         next_line(&mut reader, &mut line)?;
@@ -413,15 +428,26 @@ impl Index {
             });
         }
         let mut buf = vec![0u8; len as usize];
-        self.file
-            .seek(SeekFrom::Start(self.blob_start + offset))
-            .and_then(|_| self.file.read_exact(&mut buf))
-            .map_err(io(&self.path))?;
-        serde_json::from_slice(&buf).map_err(|e| IndexError::Corrupt {
+        read_at(&mut self.file, self.blob_start + offset, &mut buf).map_err(io(&self.path))?;
+        codec::decode(&buf).map_err(|e| IndexError::Corrupt {
             path: self.path.clone(),
             message: format!("entry {key:?}: {e}"),
         })
     }
+}
+
+/// One positioned read (`pread`) where there is one: a large scan reads
+/// thousands of entries, and a seek per entry doubled the system calls.
+#[cfg(unix)]
+fn read_at(file: &mut std::fs::File, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, at)
+}
+
+#[cfg(not(unix))]
+fn read_at(file: &mut std::fs::File, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    use std::io::{Seek as _, SeekFrom};
+    file.seek(SeekFrom::Start(at))?;
+    file.read_exact(buf)
 }
 
 impl AdvisorySource for Index {

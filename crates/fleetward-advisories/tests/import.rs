@@ -114,6 +114,49 @@ fn missing_corrupt_and_empty() {
     assert!(matches!(err, IndexError::Zip { .. }), "{err}");
 }
 
+#[test]
+fn an_index_in_the_old_json_format_is_refused_with_a_request_to_reimport() {
+    let dir = tempfile::tempdir().unwrap();
+    // What format 1 wrote: JSON entries behind the `FWADV1` magic.
+    std::fs::write(
+        dir.path().join("advisories.idx"),
+        "FWADV1\n{\"imported_at\":\"2026-12-04T12:00:00Z\",\"sources\":[],\"advisories\":0,\"withdrawn\":0,\"keys\":0}\n[]\n",
+    )
+    .unwrap();
+    let err = Index::open(dir.path()).unwrap_err();
+    assert!(matches!(err, IndexError::OldFormat { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("older format (FWADV1)"), "{message}");
+    assert!(message.contains("fleetward advisories import"), "{message}");
+}
+
+#[test]
+fn a_damaged_entry_is_a_corrupt_index_error_naming_the_key() {
+    let out = tempfile::tempdir().unwrap();
+    import(&[fixture()], out.path(), datetime!(2026-12-04 12:00 UTC)).unwrap();
+    let path = out.path().join("advisories.idx");
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Cut the last entry short: its slice now runs past the end of the file
+    // or decodes to garbage, and either way the lookup says so.
+    bytes.truncate(bytes.len() - 3);
+    std::fs::write(&path, &bytes).unwrap();
+    let mut index = Index::open(out.path()).unwrap();
+    let keys = [
+        index_key("crates.io", "smallvec"),
+        index_key("PyPI", "pyyaml"),
+    ];
+    let errors: Vec<String> = keys
+        .iter()
+        .filter_map(|k| index.get(k).err().map(|e| e.to_string()))
+        .collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "exactly the last entry is damaged: {errors:?}"
+    );
+    assert!(errors[0].contains(".idx"), "{errors:?}");
+}
+
 fn shared() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
     if dir.join("advisories").is_dir() {

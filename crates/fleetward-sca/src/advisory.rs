@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::purl::{Purl, pep503};
-use crate::version::{Scheme, VersionError};
+use crate::version::{Parsed, Scheme, VersionError};
 
 /// Why an advisory file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,13 +64,89 @@ pub struct Affected {
     pub name: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ranges: Vec<Range>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub versions: Vec<String>,
+    #[serde(default, skip_serializing_if = "VersionList::is_empty")]
+    pub versions: VersionList,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rustsec: Option<RustSecVersions>,
     /// Operating systems the advisory is limited to (empty: all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub os: Vec<String>,
+}
+
+/// An explicit list of affected versions (OSV `versions`), kept as one
+/// sorted, newline-separated block.
+///
+/// PyPA and curl records list every affected release, hundreds per package;
+/// as a `Vec<String>` each one was an allocation on every index read, for a
+/// question (is this exact version listed?) that one substring search over
+/// the block answers. Entries are unique and never empty or multi-line, so
+/// the block reads back unambiguously.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionList {
+    block: String,
+}
+
+impl VersionList {
+    /// Sorts and de-duplicates `versions`; an empty entry or one with a
+    /// line break is refused.
+    pub fn new(mut versions: Vec<String>) -> Result<VersionList, String> {
+        if let Some(bad) = versions
+            .iter()
+            .find(|v| v.is_empty() || v.contains(['\n', '\r']))
+        {
+            return Err(format!("invalid explicit version {bad:?}"));
+        }
+        versions.sort_unstable();
+        versions.dedup();
+        Ok(VersionList {
+            block: versions.join("\n"),
+        })
+    }
+
+    /// The inverse of [`VersionList::as_block`]. Not re-checked: the
+    /// order only matters for equality, and [`VersionList::contains`]
+    /// answers correctly for any block (an empty line never matches).
+    pub fn from_block(block: String) -> VersionList {
+        VersionList { block }
+    }
+
+    /// The versions, sorted, one per line.
+    pub fn as_block(&self) -> &str {
+        &self.block
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.block.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.block.split('\n').filter(|v| !v.is_empty())
+    }
+
+    /// Whether `version` is listed, exactly.
+    pub fn contains(&self, version: &str) -> bool {
+        if version.is_empty() || version.contains('\n') {
+            return false;
+        }
+        let bytes = self.block.as_bytes();
+        self.block.match_indices(version).any(|(at, _)| {
+            let end = at + version.len();
+            (at == 0 || bytes[at - 1] == b'\n') && (end == bytes.len() || bytes[end] == b'\n')
+        })
+    }
+}
+
+impl Serialize for VersionList {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for VersionList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let list = Vec::<String>::deserialize(deserializer)?;
+        VersionList::new(list).map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,7 +214,7 @@ impl Affected {
     /// Whether `version` is affected. `Err` when the version cannot be read
     /// under the ecosystem's scheme (reported, never silently "safe").
     pub fn affects(&self, version: &str) -> Result<bool, VersionError> {
-        if self.versions.iter().any(|v| v == version) {
+        if self.versions.contains(version) {
             return Ok(true);
         }
         if let Some(rs) = &self.rustsec {
@@ -187,61 +263,81 @@ impl Affected {
 /// The OSV evaluation: walk the events in version order; `introduced`
 /// switches on, `fixed` (at or after) and `last_affected` (strictly after)
 /// switch off; `limit` caps the range.
-pub fn range_affects(
+pub fn range_affects<'a>(
     scheme: Scheme,
-    events: &[Event],
-    version: &str,
+    events: &'a [Event],
+    version: &'a str,
 ) -> Result<bool, VersionError> {
-    scheme.validate(version)?;
-    let cmp = |a: &str, b: &str| -> Result<Ordering, VersionError> {
-        match (a == "0", b == "0") {
-            (true, true) => Ok(Ordering::Equal),
-            (true, false) => Ok(Ordering::Less),
-            (false, true) => Ok(Ordering::Greater),
-            _ => scheme.compare(a, b),
+    // Each version is parsed once, then compared as `Scheme::compare`
+    // orders the texts, with the same errors for unreadable versions. OSV's
+    // "0" is before everything and a `limit` of "*" after everything.
+    #[derive(PartialEq, Eq)]
+    enum Point<'v> {
+        Zero,
+        At(Parsed<'v>),
+        Infinity,
+    }
+    let parse = |v: &'a str| -> Result<Point<'a>, VersionError> {
+        match v {
+            "0" => Ok(Point::Zero),
+            "*" => Ok(Point::Infinity),
+            _ => scheme.parse(v).map(Point::At),
         }
     };
-    let mut sorted: Vec<&Event> = events.iter().collect();
-    let mut error = None;
-    sorted.sort_by(|a, b| {
-        cmp(a.version(), b.version()).unwrap_or_else(|e| {
-            error.get_or_insert(e);
-            Ordering::Equal
-        })
-    });
-    if let Some(e) = error {
-        return Err(e);
+    let cmp = |a: &Point<'_>, b: &Point<'_>| match (a, b) {
+        (Point::At(a), Point::At(b)) => scheme.compare_parsed(a, b),
+        (a, b) => {
+            let rank = |p: &Point<'_>| match p {
+                Point::Zero => 0,
+                Point::At(_) => 1,
+                Point::Infinity => 2,
+            };
+            rank(a).cmp(&rank(b))
+        }
+    };
+    let target = match version {
+        "0" => {
+            scheme.parse(version)?;
+            Point::Zero
+        }
+        _ => Point::At(scheme.parse(version)?),
+    };
+    let mut sorted: Vec<(&Event, Point<'_>)> = Vec::with_capacity(events.len());
+    for event in events {
+        let at = match event {
+            Event::Limit(_) => parse(event.version())?,
+            // Only a limit may be "*".
+            _ if event.version() == "*" => Point::At(scheme.parse("*")?),
+            _ => parse(event.version())?,
+        };
+        sorted.push((event, at));
     }
+    sorted.sort_by(|a, b| cmp(&a.1, &b.1));
     let mut affected = false;
     let mut limits = Vec::new();
-    for event in sorted {
+    for (event, at) in &sorted {
+        let order = cmp(&target, at);
         match event {
-            Event::Introduced(v) => {
-                if cmp(version, v)? != Ordering::Less {
+            Event::Introduced(_) => {
+                if order != Ordering::Less {
                     affected = true;
                 }
             }
-            Event::Fixed(v) => {
-                if cmp(version, v)? != Ordering::Less {
+            Event::Fixed(_) => {
+                if order != Ordering::Less {
                     affected = false;
                 }
             }
-            Event::LastAffected(v) => {
-                if cmp(version, v)? == Ordering::Greater {
+            Event::LastAffected(_) => {
+                if order == Ordering::Greater {
                     affected = false;
                 }
             }
-            Event::Limit(v) => limits.push(v),
+            Event::Limit(_) => limits.push(order),
         }
     }
     if affected && !limits.is_empty() {
-        let mut below_any = false;
-        for limit in limits {
-            if limit == "*" || cmp(version, limit)? == Ordering::Less {
-                below_any = true;
-            }
-        }
-        affected = below_any;
+        affected = limits.contains(&Ordering::Less);
     }
     Ok(affected)
 }
@@ -459,7 +555,8 @@ pub fn osv_from_value(value: Value) -> Result<Advisory, AdvisoryError> {
             ecosystem,
             name,
             ranges,
-            versions: a.versions.unwrap_or_default(),
+            versions: VersionList::new(a.versions.unwrap_or_default())
+                .map_err(|e| AdvisoryError::Invalid(format!("{}: {e}", rec.id)))?,
             rustsec: None,
             os,
         });
@@ -593,7 +690,7 @@ pub fn parse_rustsec(text: &str, collection: &str) -> Result<Advisory, AdvisoryE
             ecosystem: ecosystem.to_owned(),
             name: a.package,
             ranges: Vec::new(),
-            versions: Vec::new(),
+            versions: VersionList::default(),
             rustsec: Some(RustSecVersions {
                 patched: versions.patched,
                 unaffected: versions.unaffected,

@@ -373,22 +373,112 @@ fn spdx(doc: &Value, limits: &Limits) -> Result<Sbom, SbomError> {
 
 // ---------------------------------------------------------------- Cargo.lock
 
-#[derive(serde::Deserialize)]
+#[derive(Debug, PartialEq, serde::Deserialize)]
 struct LockFile {
     version: Option<toml::Value>,
     #[serde(default)]
     package: Vec<LockPackage>,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(Debug, PartialEq, serde::Deserialize)]
 struct LockPackage {
     name: String,
     version: String,
     source: Option<String>,
 }
 
+/// Cargo writes its lock files in one regular shape: a `version = N` line,
+/// then `[[package]]` tables of `key = "string"` lines and `dependencies`
+/// arrays of plain strings. Reading that shape line by line takes a tenth of
+/// a full TOML parse, which was half of scanning a lock file (BENCHMARKS.md).
+/// Anything else (comments aside: escapes, inline tables, `[metadata]`,
+/// duplicate or missing keys) returns `None` and the TOML parser reads the
+/// file, so the result and the errors are the TOML parser's.
+fn lock_fast_path(text: &str) -> Option<LockFile> {
+    fn plain_string(v: &str) -> Option<&str> {
+        let inner = v.strip_prefix('"')?.strip_suffix('"')?;
+        (!inner.contains(['"', '\\'])).then_some(inner)
+    }
+    let mut version = None;
+    let mut packages: Vec<LockPackage> = Vec::new();
+    let mut current: Option<(Option<String>, Option<String>, Option<String>)> = None;
+    let finish = |current: &mut Option<(Option<String>, Option<String>, Option<String>)>,
+                  packages: &mut Vec<LockPackage>|
+     -> Option<()> {
+        if let Some((name, version, source)) = current.take() {
+            packages.push(LockPackage {
+                name: name?,
+                version: version?,
+                source,
+            });
+        }
+        Some(())
+    };
+    let mut lines = text.lines();
+    while let Some(raw) = lines.next() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line == "[[package]]" {
+            finish(&mut current, &mut packages)?;
+            current = Some((None, None, None));
+            continue;
+        }
+        let (key, value) = line.split_once(" = ")?;
+        let Some(pkg) = current.as_mut() else {
+            if key == "version" && version.is_none() && value.bytes().all(|b| b.is_ascii_digit()) {
+                version = Some(toml::Value::Integer(value.parse().ok()?));
+                continue;
+            }
+            return None;
+        };
+        match key {
+            "dependencies" => {
+                // `[]` on one line, or one plain string per line up to `]`.
+                if value != "[]" {
+                    if value != "[" {
+                        return None;
+                    }
+                    loop {
+                        let item = lines.next()?.trim();
+                        if item == "]" {
+                            break;
+                        }
+                        plain_string(item.strip_suffix(',').unwrap_or(item))?;
+                    }
+                }
+            }
+            "checksum" => {
+                plain_string(value)?;
+            }
+            "name" | "version" | "source" => {
+                let slot = match key {
+                    "name" => &mut pkg.0,
+                    "version" => &mut pkg.1,
+                    _ => &mut pkg.2,
+                };
+                if slot.is_some() {
+                    return None;
+                }
+                *slot = Some(plain_string(value)?.to_owned());
+            }
+            _ => return None,
+        }
+    }
+    finish(&mut current, &mut packages)?;
+    Some(LockFile {
+        version,
+        package: packages,
+    })
+}
+
 fn cargo_lock(text: &str, limits: &Limits) -> Result<Sbom, SbomError> {
-    let lock: LockFile = toml::from_str(text).map_err(|e| {
+    let parsed = match lock_fast_path(text) {
+        Some(lock) => Ok(lock),
+        None => toml::from_str::<LockFile>(text),
+    };
+    let lock: LockFile = parsed.map_err(|e| {
         let (line, column) = e
             .span()
             .map(|s| line_col(text.as_bytes(), s.start))
@@ -447,4 +537,74 @@ fn cargo_lock(text: &str, limits: &Limits) -> Result<Sbom, SbomError> {
         spec_version: spec,
         components: out,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+
+    fn both(text: &str) -> (Option<LockFile>, LockFile) {
+        (lock_fast_path(text), toml::from_str(text).unwrap())
+    }
+
+    #[test]
+    fn the_fast_lock_reader_agrees_with_toml_or_steps_aside() {
+        let plain = "# generated\nversion = 3\n\n[[package]]\nname = \"a\"\nversion = \"1.0.0\"\nsource = \"registry+https://github.com/rust-lang/crates.io-index\"\nchecksum = \"ab\"\ndependencies = [\n \"b 0.1.0\",\n \"c\",\n]\n\n[[package]]\nname = \"b\"\nversion = \"0.1.0\"\ndependencies = []\n";
+        let (fast, slow) = both(plain);
+        assert_eq!(fast.as_ref(), Some(&slow));
+        assert_eq!(slow.package.len(), 2);
+        // Shapes the line reader does not take: the TOML parser reads them.
+        for other in [
+            "version = 3\n[[package]]\nname = \"a\\u0062\"\nversion = \"1\"\n",
+            "version = 3\n[[package]]\nname = 'a'\nversion = \"1\"\n",
+            "[[package]]\nname = \"a\"\nversion = \"1\"\n[metadata]\n\"checksum a 1\" = \"x\"\n",
+            "[[package]]\nname = \"a\"\nversion = \"1\"\nreplace = \"b\"\n",
+            "[[package]]\nname=\"a\"\nversion = \"1\"\n",
+        ] {
+            assert_eq!(lock_fast_path(other), None, "{other}");
+            toml::from_str::<LockFile>(other).unwrap();
+        }
+        // Broken files are left to the TOML parser and its error position.
+        for broken in [
+            "[[package]]\nname = \"a\"\n",
+            "[[package]]\nname = \"a\"\nname = \"b\"\nversion = \"1\"\n",
+            "[[package]]\nname = \"a\"\nversion = \"1\"\ndependencies = [\n \"b\",\n",
+        ] {
+            assert_eq!(lock_fast_path(broken), None, "{broken}");
+            assert!(toml::from_str::<LockFile>(broken).is_err(), "{broken}");
+        }
+    }
+
+    #[test]
+    fn corpus_lock_files_take_the_fast_path_with_the_toml_answer() {
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/data/sbom-corpus");
+        if !base.is_dir() {
+            eprintln!("SKIPPED: ../shared/data is not present");
+            return;
+        }
+        let mut checked = 0;
+        for group in ["cargo-real", "cargo-synthetic"] {
+            for entry in std::fs::read_dir(base.join(group)).unwrap() {
+                let lock = entry.unwrap().path().join("Cargo.lock");
+                let Ok(text) = std::fs::read_to_string(&lock) else {
+                    continue;
+                };
+                let slow: LockFile = toml::from_str(&text).unwrap();
+                match lock_fast_path(&text) {
+                    Some(fast) => {
+                        assert_eq!(fast, slow, "{}", lock.display());
+                        checked += 1;
+                    }
+                    None => eprintln!("{}: TOML parser", lock.display()),
+                }
+            }
+        }
+        assert!(
+            checked >= 10,
+            "only {checked} lock files took the fast path"
+        );
+    }
 }

@@ -348,7 +348,11 @@ pub fn scan(
                     continue;
                 }
                 stats.advisories_checked += 1;
-                for aff in adv.affected.iter().filter(|a| &a.key() == key) {
+                // The advisory is stored under `key`, so when it names one
+                // package that is this one; only several need the key
+                // (computing it for every advisory was 6 % of a large scan).
+                let single = adv.affected.len() == 1;
+                for aff in adv.affected.iter().filter(|a| single || &a.key() == key) {
                     if !policy.target_os.is_empty()
                         && !aff.os.is_empty()
                         && !aff.os.iter().any(|os| policy.target_os.contains(os))

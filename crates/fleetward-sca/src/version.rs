@@ -81,10 +81,50 @@ impl Scheme {
         }
     }
 
+    /// Reads `v` once, for comparing it with many others
+    /// ([`Scheme::compare_parsed`]); `compare` parses both sides every time,
+    /// which was most of checking a long list of range events.
+    pub fn parse(self, v: &str) -> Result<Parsed<'_>, VersionError> {
+        Ok(match self {
+            Scheme::Semver => Parsed::Semver(semver_parse(self, v)?),
+            Scheme::Go => Parsed::Semver(semver_parse(self, strip_v(v))?),
+            Scheme::Pep440 => Parsed::Pep440(Pep440::parse(v)?),
+            Scheme::Debian => Parsed::Debian(Debian::parse(v)?),
+            Scheme::Alpine => Parsed::Alpine(Alpine::parse(v)?),
+            Scheme::Rpm | Scheme::Generic => Parsed::Raw(v),
+        })
+    }
+
+    /// Orders two versions parsed under this scheme, as
+    /// [`Scheme::compare`] orders their texts.
+    pub fn compare_parsed(self, a: &Parsed<'_>, b: &Parsed<'_>) -> Ordering {
+        match (a, b) {
+            (Parsed::Semver(a), Parsed::Semver(b)) => a.cmp_precedence(b),
+            (Parsed::Pep440(a), Parsed::Pep440(b)) => a.cmp(b),
+            (Parsed::Debian(a), Parsed::Debian(b)) => a.cmp(b),
+            (Parsed::Alpine(a), Parsed::Alpine(b)) => a.cmp(b),
+            (Parsed::Raw(a), Parsed::Raw(b)) if self == Scheme::Rpm => rpm_compare(a, b),
+            (Parsed::Raw(a), Parsed::Raw(b)) => generic_compare(a, b),
+            // Both sides come from `self.parse`, so the kinds always agree.
+            _ => Ordering::Equal,
+        }
+    }
+
     /// Whether `v` is readable under this scheme.
     pub fn validate(self, v: &str) -> Result<(), VersionError> {
         self.compare(v, v).map(|_| ())
     }
+}
+
+/// A version read under one [`Scheme`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    Semver(semver::Version),
+    Pep440(Pep440),
+    Debian(Debian),
+    Alpine(Alpine),
+    /// rpm and generic versions are compared as text.
+    Raw(&'a str),
 }
 
 fn err(scheme: Scheme, version: &str, reason: impl Into<String>) -> VersionError {

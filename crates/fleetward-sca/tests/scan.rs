@@ -388,3 +388,71 @@ fn sarif_and_vex_shapes() {
     let table = report::table(&report);
     assert!(table.contains("FAIL: 6 components"), "{table}");
 }
+
+#[test]
+fn explicit_version_lists_match_whole_entries_only() {
+    use fleetward_sca::advisory::VersionList;
+    let list = VersionList::new(vec![
+        "1.10".into(),
+        "1.1".into(),
+        "0.9".into(),
+        "1.1".into(),
+    ])
+    .unwrap();
+    assert_eq!(list.as_block(), "0.9\n1.1\n1.10");
+    for (v, expected) in [
+        ("1.1", true),
+        ("1.10", true),
+        ("0.9", true),
+        ("1", false),
+        ("1.", false),
+        ("10", false),
+        (".9", false),
+        ("1.1\n1.10", false),
+        ("", false),
+    ] {
+        assert_eq!(list.contains(v), expected, "{v:?}");
+    }
+    assert!(!VersionList::default().contains("1.0"));
+    assert!(VersionList::new(vec!["".into()]).is_err());
+    assert!(VersionList::new(vec!["1.0\n2.0".into()]).is_err());
+    assert_eq!(VersionList::from_block(list.as_block().to_owned()), list);
+    // A damaged block still answers exactly: an empty line matches nothing.
+    let damaged = VersionList::from_block("1.1\n\n0.9".into());
+    assert!(damaged.contains("0.9") && damaged.contains("1.1") && !damaged.contains(""));
+}
+
+#[test]
+fn range_events_zero_star_and_unreadable_versions() {
+    use fleetward_sca::advisory::{Event, range_affects};
+    use fleetward_sca::version::Scheme;
+    let ev = |list: &[(&str, &str)]| -> Vec<Event> {
+        list.iter()
+            .map(|(k, v)| match *k {
+                "i" => Event::Introduced((*v).into()),
+                "f" => Event::Fixed((*v).into()),
+                "l" => Event::LastAffected((*v).into()),
+                _ => Event::Limit((*v).into()),
+            })
+            .collect()
+    };
+    let check = |events: &[(&str, &str)], version: &str, expected: bool| {
+        assert_eq!(
+            range_affects(Scheme::Semver, &ev(events), version).unwrap(),
+            expected,
+            "{events:?} {version}"
+        );
+    };
+    // Events out of order are sorted; "0" is before everything.
+    check(&[("f", "1.2.0"), ("i", "0")], "1.1.9", true);
+    check(&[("f", "1.2.0"), ("i", "0")], "1.2.0", false);
+    check(&[("i", "1.0.0"), ("l", "1.0.5")], "1.0.5", true);
+    check(&[("i", "1.0.0"), ("l", "1.0.5")], "1.0.6", false);
+    // A limit of "*" is no limit (it is not a semver version).
+    check(&[("i", "0"), ("m", "*")], "9.9.9", true);
+    check(&[("i", "1.0.0"), ("m", "*"), ("f", "2.0.0")], "1.5.0", true);
+    check(&[("i", "1.0.0"), ("m", "1.2.0")], "1.3.0", false);
+    // An unreadable event or version is an error, not "not affected".
+    assert!(range_affects(Scheme::Semver, &ev(&[("i", "x.y")]), "1.0.0").is_err());
+    assert!(range_affects(Scheme::Semver, &ev(&[("i", "0")]), "not-a-version").is_err());
+}

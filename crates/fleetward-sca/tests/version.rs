@@ -19,12 +19,20 @@ fn check(scheme: Scheme, table: &[(&str, &str, Ordering)]) {
             expected.reverse(),
             "{scheme:?}: {b} vs {a} (antisymmetry)"
         );
+        // Range checks parse once and compare parsed versions: same order.
+        let (pa, pb) = (scheme.parse(a).unwrap(), scheme.parse(b).unwrap());
+        assert_eq!(
+            scheme.compare_parsed(&pa, &pb),
+            *expected,
+            "{scheme:?}: parsed {a} vs {b}"
+        );
     }
 }
 
 fn check_invalid(scheme: Scheme, inputs: &[&str]) {
     for v in inputs {
         assert!(scheme.validate(v).is_err(), "{scheme:?} accepted {v:?}");
+        assert!(scheme.parse(v).is_err(), "{scheme:?} parsed {v:?}");
     }
 }
 

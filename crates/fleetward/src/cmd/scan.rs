@@ -2,6 +2,7 @@
 //! against the imported advisories and the policy. Needs no server, so it
 //! runs as a CI step; exit 0 pass, 1 policy violation, 2 error.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -68,7 +69,15 @@ pub fn run(cli: &Cli, args: &ScanArgs) -> anyhow::Result<ExitCode> {
             print!("{}", report::table(&report));
             println!("policy: {policy_name}");
         }
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report::json(&report))?),
+        Format::Json => {
+            // Straight from the report into a buffered stdout: building a
+            // `Value` tree first and dropping it was a fifth of a large
+            // scan (BENCHMARKS.md, "SBOM security gate").
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            writeln!(out)?;
+            out.flush()?;
+        }
         Format::Sarif => println!(
             "{}",
             serde_json::to_string_pretty(&report::sarif(&report, &uri, version))?
