@@ -808,6 +808,13 @@ impl RolloutStore for SqliteStore {
              WHERE e.device_id = ? AND e.state IN {}",
             open_states_sql()
         );
+        // Every director poll asks this: one row through the unique partial
+        // index `rollout_executions_one_open`, read where it is called.
+        if let Some(reader) = &self.point_reader {
+            return reader.read(|conn| {
+                super::point_row(conn, &sql, device.as_str(), |row| execution_from_row(row))
+            })?;
+        }
         let row = sqlx::query(&sql)
             .bind(device.as_str())
             .fetch_optional(&self.pool)
