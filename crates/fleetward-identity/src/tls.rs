@@ -109,10 +109,17 @@ impl ClientCertVerifier for DeviceClientVerifier {
     }
 }
 
-fn finish(mut config: ServerConfig) -> Arc<ServerConfig> {
+/// ALPN and session resumption. TLS 1.3 resumes with stateless tickets
+/// (encrypted with a key that rustls rotates every 6 hours, valid for two
+/// rotations), so a resumed handshake needs no per-device state on the
+/// server and any number of devices can resume; the session-id cache serves
+/// TLS 1.2 clients. A resumed session skips the certificate verifier, which
+/// is why the device API re-checks expiry and revocation on every request.
+fn finish(mut config: ServerConfig) -> Result<Arc<ServerConfig>> {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
-    Arc::new(config)
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    Ok(Arc::new(config))
 }
 
 /// The device listener's configuration: server chain and key, optional
@@ -128,7 +135,7 @@ pub fn device_server_config(
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
-    Ok(finish(config))
+    finish(config)
 }
 
 /// The same server without client authentication: the baseline of the
@@ -141,5 +148,5 @@ pub fn plain_server_config(
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
-    Ok(finish(config))
+    finish(config)
 }

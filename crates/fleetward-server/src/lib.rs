@@ -9,6 +9,7 @@
 pub mod api;
 pub mod artifacts;
 pub mod auth;
+pub mod cache;
 pub mod console;
 pub mod device;
 pub mod error;
@@ -71,6 +72,10 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     pub config: Arc<ServerConfig>,
     pub tokens: Arc<auth::TokenCache>,
+    /// The settings row, read at most once a second per process.
+    pub settings: Arc<cache::SettingsCache>,
+    /// Devices the director recently had nothing for (see [`cache::DirectorCache`]).
+    pub director: Arc<cache::DirectorCache>,
     /// Signs checkpoints of the security-event log.
     pub event_signer: Arc<fleetward_events::CheckpointSigner>,
     /// The fleet CA, revocations, CRL and device TLS configuration.
@@ -85,6 +90,11 @@ impl AppState {
     /// The server's clock. Domain code never reads it; handlers pass it in.
     pub fn now(&self) -> OffsetDateTime {
         OffsetDateTime::now_utc()
+    }
+
+    /// The run-time settings, cached for at most [`cache::SettingsCache::TTL`].
+    pub async fn settings(&self) -> fleetward_store::Result<fleetward_store::Settings> {
+        self.settings.get(&*self.store).await
     }
 }
 
@@ -242,6 +252,8 @@ pub async fn start_with_store(
         metrics: metrics::Metrics::new(),
         config: Arc::new(config),
         tokens: Arc::default(),
+        settings: Arc::default(),
+        director: Arc::default(),
         event_signer: Arc::new(event_signer),
         identity: Arc::new(identity),
         releases: releases.clone(),
@@ -289,6 +301,7 @@ pub async fn start_with_store(
     );
     let rollouts = rollout::engine_task(
         store.clone(),
+        state.director.clone(),
         state.config.rollout_tick,
         holder,
         shutdown.subscribe(),

@@ -142,7 +142,7 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError>
     let pool = state.store.pool_stats();
     state.metrics.pool_size.set(i64::from(pool.size));
     state.metrics.pool_idle.set(i64::from(pool.idle));
-    let settings = state.store.settings().await?;
+    let settings = state.settings().await?;
     let since = state.now() - time::Duration::seconds(i64::from(settings.poll_interval_secs));
     let seen = state.store.count_devices_seen_since(since).await?;
     state

@@ -278,6 +278,7 @@ fn server_audit(
 /// Runs [`tick`] every `interval` until `stop` flips.
 pub async fn engine_task(
     store: Arc<dyn Store>,
+    director: Arc<crate::cache::DirectorCache>,
     interval: Duration,
     holder: crate::lease::Holder,
     mut stop: watch::Receiver<bool>,
@@ -296,7 +297,11 @@ pub async fn engine_task(
         if !hold(&*store, ROLLOUT_ENGINE, &holder, interval, now).await {
             continue;
         }
-        if let Err(error) = tick(&*store, now).await {
+        let result = tick(&*store, now).await;
+        // The tick may have released executions (or resumed, retried,
+        // queued): the director's cached "nothing" answers are void.
+        director.invalidate();
+        if let Err(error) = result {
             tracing::warn!(%error, "rollout tick failed; will retry");
         }
     }

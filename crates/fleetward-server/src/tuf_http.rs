@@ -141,6 +141,17 @@ pub async fn director_targets(
 ) -> Result<Response, ApiError> {
     let nothing = || ApiError::not_found("no update is offered to this device");
     let device_id = caller.device_id;
+    // A device that was just told "nothing" is told so again without a
+    // database read (see `cache::DirectorCache`: at most a second, and
+    // dropped as soon as this server's rollouts change).
+    if state
+        .director
+        .has_nothing_for(&device_id, std::time::Instant::now())
+    {
+        feed_schedule(&state, &device_id, state.now()).await?;
+        return Err(nothing());
+    }
+    let epoch = state.director.epoch();
     let device = state.store.device(&device_id).await?.ok_or_else(|| {
         ApiError::unauthenticated("unknown_device", "this device is not registered")
     })?;
@@ -148,21 +159,13 @@ pub async fn director_targets(
         return Err(nothing());
     }
     let now = state.now();
-    // The director is what agents poll: its rhythm is the poll schedule.
-    let interval = state.store.settings().await?.poll_interval_secs;
-    if let Some(off) = state.monitor.watch.poll(
-        &device.id,
-        time::Duration::seconds(i64::from(interval)),
-        now,
-        state.monitor.policy(),
-    ) {
-        crate::monitor::Monitor::log(&*state.store, off).await;
-    }
-    let execution = state
-        .store
-        .serve_execution(&device.id, now)
-        .await?
-        .ok_or_else(nothing)?;
+    feed_schedule(&state, &device.id, now).await?;
+    let Some(execution) = state.store.serve_execution(&device.id, now).await? else {
+        state
+            .director
+            .remember_nothing(&device.id, epoch, std::time::Instant::now());
+        return Err(nothing());
+    };
     let release = state
         .store
         .release(&execution.release_version)
@@ -211,6 +214,24 @@ pub async fn director_targets(
         body,
     )
         .into_response())
+}
+
+/// The director is what agents poll: its rhythm is the poll schedule.
+async fn feed_schedule(
+    state: &AppState,
+    device: &fleetward_core::DeviceId,
+    now: time::OffsetDateTime,
+) -> Result<(), ApiError> {
+    let interval = state.settings().await?.poll_interval_secs;
+    if let Some(off) = state.monitor.watch.poll(
+        device,
+        time::Duration::seconds(i64::from(interval)),
+        now,
+        state.monitor.policy(),
+    ) {
+        crate::monitor::Monitor::log(&*state.store, off).await;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
     write_lock: Mutex<()>,
     /// `None` for in-memory databases, which other connections cannot see.
-    point_reader: Option<Arc<PointReader>>,
+    pub(crate) point_reader: Option<Arc<PointReader>>,
 }
 
 impl SqliteStore {
@@ -186,7 +186,7 @@ pub(crate) fn device_from_row(row: &impl Columns) -> Result<Device> {
 }
 
 /// One row by a unique key, decoded; `Ok(None)` when there is none.
-fn point_row<T>(
+pub(crate) fn point_row<T>(
     conn: &rusqlite::Connection,
     sql: &str,
     key: &str,

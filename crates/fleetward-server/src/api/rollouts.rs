@@ -345,7 +345,9 @@ pub(crate) async fn set_running(
         pause_reason: (to == RolloutState::Paused).then(|| format!("paused by {}", audit.actor)),
         at: now,
     };
-    if !state.store.update_rollout(&change, Some(&audit)).await? {
+    let updated = state.store.update_rollout(&change, Some(&audit)).await?;
+    state.director.invalidate();
+    if !updated {
         return Err(ApiError::conflict(format!(
             "rollout {id} changed meanwhile; look again"
         )));

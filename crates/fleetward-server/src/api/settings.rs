@@ -79,5 +79,8 @@ pub async fn put_settings(
         serde_json::json!(request),
     );
     state.store.put_settings(&settings, &audit).await?;
+    state
+        .settings
+        .put(settings.clone(), std::time::Instant::now());
     Ok(Json(to_wire(settings)))
 }

@@ -192,7 +192,7 @@ pub async fn device_self(
         .await?
         .ok_or_else(|| ApiError::not_found("this device is not in the registry"))?;
     let rekey = state.store.rekey_requested(&me.device_id).await?;
-    let settings = state.store.settings().await?;
+    let settings = state.settings().await?;
     Ok(Json(DeviceSelf {
         device_id: me.device_id.to_string(),
         status: device.status,

@@ -240,9 +240,46 @@ async fn queue_in(
             chosen.push((id, phase));
         }
     }
+    // In device-id order, the unique indexes keyed by device id
+    // (`(rollout_seq, device_id)`, the one-open-execution index) grow at
+    // their right edge instead of being written all over.
+    chosen.sort_unstable();
     let before: i64 = sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM rollout_executions")
         .fetch_one(&mut **tx)
         .await?;
+    // A large insert with SQLite's default 2 MiB page cache spills dirty
+    // pages to the WAL and reads them back, over and over. Give this
+    // connection room for the whole batch (it only grows as used), and set
+    // it back afterwards, whatever the outcome.
+    if chosen.len() > BULK_ROWS {
+        sqlx::query(&format!("PRAGMA cache_size = -{BULK_CACHE_KIB}"))
+            .execute(&mut **tx)
+            .await?;
+    }
+    let inserted = insert_executions(tx, rollout_seq, &chosen, now, before).await;
+    if chosen.len() > BULK_ROWS {
+        sqlx::query("PRAGMA cache_size = -2000")
+            .execute(&mut **tx)
+            .await?;
+    }
+    outcome.queued += inserted?;
+    Ok(outcome)
+}
+
+/// Past this many executions, a creation gets the larger page cache.
+const BULK_ROWS: usize = 10_000;
+/// The page cache of a bulk creation, in KiB (a million executions and
+/// their indexes take about 200 MiB of pages).
+const BULK_CACHE_KIB: u32 = 256 * 1024;
+
+async fn insert_executions(
+    tx: &mut Transaction<'static, Sqlite>,
+    rollout_seq: i64,
+    chosen: &[(String, u32)],
+    now: i64,
+    before: i64,
+) -> Result<u64> {
+    let mut queued = 0;
     // Many rows per statement: a million devices are a thousand statements,
     // not a million round trips.
     for chunk in chosen.chunks(1000) {
@@ -258,7 +295,7 @@ async fn queue_in(
                 .push_bind(now);
         });
         let done = insert.build().execute(&mut **tx).await?;
-        outcome.queued += done.rows_affected();
+        queued += done.rows_affected();
     }
     // Their first transition, all at once.
     sqlx::query(
@@ -271,7 +308,7 @@ async fn queue_in(
     .bind(before)
     .execute(&mut **tx)
     .await?;
-    Ok(outcome)
+    Ok(queued)
 }
 
 async fn insert_rollout(
@@ -808,6 +845,13 @@ impl RolloutStore for SqliteStore {
              WHERE e.device_id = ? AND e.state IN {}",
             open_states_sql()
         );
+        // Every director poll asks this: one row through the unique partial
+        // index `rollout_executions_one_open`, read where it is called.
+        if let Some(reader) = &self.point_reader {
+            return reader.read(|conn| {
+                super::point_row(conn, &sql, device.as_str(), |row| execution_from_row(row))
+            })?;
+        }
         let row = sqlx::query(&sql)
             .bind(device.as_str())
             .fetch_optional(&self.pool)
