@@ -96,6 +96,8 @@ async fn fleet(
         fail_rate: 0.0,
         rollback_rate: 0.0,
         offline_rate: 0.0,
+        fail_devices: Vec::new(),
+        rollback_devices: Vec::new(),
         work_dir: work.join(region),
     };
     let fleet = fleetward_agent::sim::SimFleet::enrol(&sim).await.unwrap();

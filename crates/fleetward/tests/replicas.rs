@@ -304,6 +304,8 @@ async fn a_rollout_completes_through_three_replicas_with_one_killed_half_way() {
         fail_rate: 0.0,
         rollback_rate: 0.0,
         offline_rate: 0.0,
+        fail_devices: Vec::new(),
+        rollback_devices: Vec::new(),
         work_dir: dir.path().join("devices"),
     };
     let mut fleet = fleetward_agent::sim::SimFleet::enrol(&sim).await.unwrap();
