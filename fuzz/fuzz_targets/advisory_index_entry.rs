@@ -8,11 +8,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         let refs: Vec<_> = list.iter().collect();
         let mut out = Vec::new();
         fleetward_advisories::codec::encode(&refs, &mut out);
-        assert_eq!(fleetward_advisories::codec::decode(&out).ok(), Some(list));
         for advisory in &refs {
             for affected in &advisory.affected {
                 let _ = affected.affects("1.2.3");
             }
         }
+        assert_eq!(fleetward_advisories::codec::decode(&out).ok().as_ref(), Some(&list));
     }
 });
