@@ -62,7 +62,17 @@ async fn simulated_devices_update_and_roll_back() {
         work_dir: work.path().join("bad"),
         ..sim.clone()
     };
-    let (stats, _) = fleetward_agent::sim::run(failing).await.unwrap();
+    // Enrolled after the rollout started: reached by its next ticks, so
+    // wait for those before the rounds (the rounds themselves do not wait).
+    let mut fleet = fleetward_agent::sim::SimFleet::enrol(&failing)
+        .await
+        .unwrap();
+    assert_eq!(wait_until_let_out(&server, "1.1.0", 8).await, 8);
+    for _ in 0..failing.rounds {
+        fleet.round(&failing).await;
+    }
+    fleet.flush().await;
+    let stats = fleet.stats();
     assert_eq!(
         stats.rolled_back.load(Ordering::Relaxed),
         8,
@@ -86,27 +96,11 @@ async fn simulated_devices_update_and_roll_back() {
     let mut fleet = fleetward_agent::sim::SimFleet::enrol(&rollback)
         .await
         .unwrap();
-    let rollouts = server.get("/api/v1/rollouts").await;
-    let id = rollouts["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["release"] == "1.2.0")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut ready = 0;
-    for _ in 0..200 {
-        let rollout = server.get(&format!("/api/v1/rollouts/{id}")).await;
-        let totals = &rollout["totals"];
-        ready = totals["released"].as_u64().unwrap() + totals["in_progress"].as_u64().unwrap();
-        if ready == 4 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(ready, 4, "the rollout let the late devices out");
+    assert_eq!(
+        wait_until_let_out(&server, "1.2.0", 4).await,
+        4,
+        "the rollout let the late devices out"
+    );
     fleet.round(&rollback).await;
     fleet.flush().await;
     let stats = fleet.stats();
@@ -124,4 +118,30 @@ async fn simulated_devices_update_and_roll_back() {
             .any(|k| k == "device.rollback_attempt")
     );
     server.stop().await;
+}
+
+/// Waits (up to 10 s) until the rollout of `release` has `expected` devices
+/// let out (released or in progress); returns how many it has.
+async fn wait_until_let_out(server: &support::Server, release: &str, expected: u64) -> u64 {
+    let rollouts = server.get("/api/v1/rollouts").await;
+    let id = rollouts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["release"] == release)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut ready = 0;
+    for _ in 0..200 {
+        let rollout = server.get(&format!("/api/v1/rollouts/{id}")).await;
+        let totals = &rollout["totals"];
+        ready = totals["released"].as_u64().unwrap() + totals["in_progress"].as_u64().unwrap();
+        if ready == expected {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    ready
 }
