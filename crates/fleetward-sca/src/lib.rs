@@ -16,7 +16,8 @@
 //! - [`license`]: SPDX expressions against allow/deny lists;
 //! - [`policy`]: `fleetward-policy.toml` and the default firmware policy;
 //! - [`scan`]: all of it into findings, each naming its rule;
-//! - [`report`]: table, JSON, SARIF 2.1.0 and CycloneDX VEX.
+//! - [`report`]: table, JSON, SARIF 2.1.0 and CycloneDX VEX;
+//! - [`watch`]: which vulnerabilities of a published release are new.
 
 pub mod advisory;
 pub mod license;
@@ -27,6 +28,7 @@ pub mod sbom;
 pub mod scan;
 pub mod severity;
 pub mod version;
+pub mod watch;
 
 pub use policy::{DEFAULT_FIRMWARE_POLICY, Policy};
 pub use scan::{AdvisorySource, Report, scan};

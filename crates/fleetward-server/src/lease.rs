@@ -2,7 +2,7 @@
 //!
 //! Several server processes may share one PostgreSQL. Periodic work that
 //! must not run twice at once (re-signing timestamp metadata, signing event
-//! checkpoints, retention, re-key deadlines) first takes a lease in the
+//! checkpoints, retention, re-key deadlines, the vulnerability watch) first takes a lease in the
 //! store ([`fleetward_store::Leases`]); a replica that does not get it skips
 //! that round. The holder keeps extending its lease each round, so the work
 //! stays with one replica while it lives, and passes to another within
@@ -44,6 +44,7 @@ pub const EVENT_CHECKPOINT: &str = "event-checkpoint";
 pub const EVENT_RETENTION: &str = "event-retention";
 pub const REKEY_DEADLINES: &str = "rekey-deadlines";
 pub const ROLLOUT_ENGINE: &str = "rollout-engine";
+pub const RELEASE_VULNERABILITIES: &str = "release-vulnerabilities";
 
 /// How long a lease lasts for work repeated every `interval`: three rounds,
 /// so a slow round or two does not hand it over, and at least 30 seconds.

@@ -23,6 +23,7 @@ pub mod repo;
 pub mod rollout;
 pub mod sbom_gate;
 pub mod tuf_http;
+pub mod vulns;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -264,7 +265,14 @@ pub async fn start_with_store(
     let holder = lease::Holder::generate();
     let refresher = tokio::spawn(repo::refresh_task(
         store.clone(),
+        releases.clone(),
+        holder.clone(),
+        watcher.clone(),
+    ));
+    let vulnerabilities = tokio::spawn(vulns::watch_task(
+        store.clone(),
         releases,
+        state.config.data_dir.clone(),
         holder.clone(),
         watcher.clone(),
     ));
@@ -317,6 +325,7 @@ pub async fn start_with_store(
             rollouts
         );
         let _ = refresher.await;
+        let _ = vulnerabilities.await;
         store.close().await;
         let _ = std::fs::remove_file(data_dir.join(SERVER_JSON));
         operator.context("operator listener")?;

@@ -38,6 +38,9 @@ pub struct ReleaseConfig {
     pub director_lifetime: time::Duration,
     /// How often the background task checks whether to re-sign.
     pub refresh_interval: std::time::Duration,
+    /// How often published releases are checked for new vulnerabilities
+    /// (a round scans only releases whose advisories or policy changed).
+    pub vulnerability_check: std::time::Duration,
 }
 
 impl Default for ReleaseConfig {
@@ -50,6 +53,7 @@ impl Default for ReleaseConfig {
             snapshot_lifetime: time::Duration::days(7),
             director_lifetime: time::Duration::days(1),
             refresh_interval: std::time::Duration::from_secs(60),
+            vulnerability_check: crate::vulns::DEFAULT_INTERVAL,
         }
     }
 }

@@ -277,3 +277,165 @@ expires = 2999-12-31
     assert_eq!(publish(&server, "2.1.0").await.status, StatusCode::OK);
     server.stop().await;
 }
+
+/// Polls the event log until `count` events of `kind` are there (or fails
+/// after a generous deadline), and returns them, newest first.
+async fn wait_for_events(server: &TestServer, kind: &str, count: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let events = server
+            .get(&server.admin, &format!("/api/v1/events?kind={kind}"))
+            .await;
+        let items = events.body["items"].as_array().unwrap().clone();
+        if items.len() >= count {
+            assert_eq!(items.len(), count, "{items:?}");
+            return items;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{count} {kind} events never came: {items:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the watch has recorded a scan of `version` made against
+/// the data dir's current basis.
+async fn wait_for_round(
+    server: &TestServer,
+    version: &str,
+) -> fleetward_store::ReleaseVulnerabilities {
+    let store = server.store().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let basis = fleetward_server::vulns::basis(server.dir.path(), OffsetDateTime::now_utc())
+            .unwrap()
+            .unwrap();
+        let records = store.release_vulnerabilities().await.unwrap();
+        if let Some(record) = records
+            .iter()
+            .find(|r| r.version == version && r.basis == basis)
+        {
+            store.close().await;
+            return record.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no round against {basis}: {records:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_published_release_hit_by_new_advisories_raises_one_event() {
+    let server = TestServer::start_with(|config| {
+        config.releases.vulnerability_check = std::time::Duration::from_millis(100);
+    })
+    .await;
+    set_up_repository(&server).await;
+    let advisories = server.dir.path().join("advisories");
+    // Advisories that do not touch the SBOM (RustSec crates only), and a
+    // policy that judges only vulnerabilities.
+    fleetward_advisories::import(
+        &[fixture("../fleetward-advisories/tests/data/db/crates")],
+        &advisories,
+        OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let policy = server.dir.path().join("fleetward-policy.toml");
+    std::fs::write(&policy, "[licenses]\ndeny = []\ninvalid = \"warn\"\n").unwrap();
+    let sbom = std::fs::read(fixture("tests/data/sbom-router.cdx.json")).unwrap();
+    signed_release(&server, "2.0.0", Some(&sbom)).await;
+    let published = publish(&server, "2.0.0").await;
+    assert_eq!(published.status, StatusCode::OK, "{:?}", published.body);
+    server.register("dev-1", "rev2", Some("2.0.0"), &[]).await;
+    server.register("dev-2", "rev2", Some("2.0.0"), &[]).await;
+    // The same version string on other hardware is another image.
+    server.register("dev-3", "rev9", Some("2.0.0"), &[]).await;
+
+    let clean = wait_for_round(&server, "2.0.0").await;
+    assert_eq!(
+        (clean.advisory_ids.len(), clean.vulnerable_since),
+        (0, None)
+    );
+    wait_for_events(&server, "release.vulnerable", 0).await;
+
+    // New advisory data hits PyYAML 5.3: one event, naming the advisory and
+    // the devices that run the release.
+    fleetward_advisories::import(
+        &[fixture("../fleetward-advisories/tests/data/db")],
+        &advisories,
+        OffsetDateTime::now_utc() + Duration::seconds(1),
+    )
+    .unwrap();
+    let raised = wait_for_events(&server, "release.vulnerable", 1).await;
+    let event = &raised[0];
+    let message = event["message"].as_str().unwrap();
+    for needle in ["release 2.0.0 (rev2)", "PYSEC-2020-96", "2 devices run it"] {
+        assert!(message.contains(needle), "{needle} not in {message}");
+    }
+    let detail: Value = serde_json::from_str(event["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(detail["devices"], 2, "{detail}");
+    assert_eq!(detail["release"], "2.0.0");
+    assert!(
+        detail["advisory_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|id| id == "CVE-2020-1747"),
+        "{detail}"
+    );
+    let recorded = wait_for_round(&server, "2.0.0").await;
+    assert!(recorded.vulnerable_since.is_some());
+    let vulns = server
+        .get(&server.admin, "/api/v1/sbom/vulnerabilities")
+        .await;
+    let listed = &vulns.body["releases"][0];
+    assert_eq!(
+        (listed["verdict"].as_str(), listed["devices"].as_u64()),
+        (Some("fail"), Some(2)),
+        "{:?}",
+        vulns.body
+    );
+    assert!(listed["vulnerable_since"].is_string(), "{listed}");
+
+    // Nothing new: a round with the same advisories and policy raises nothing.
+    let store = server.store().await;
+    let artifacts = fleetward_server::artifacts::ArtifactStore::local(
+        &server.dir.path().join("artifacts"),
+        u64::MAX,
+    )
+    .unwrap();
+    let round = fleetward_server::vulns::check_releases(
+        &*store,
+        &artifacts,
+        server.dir.path(),
+        OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((round.scanned, round.raised.len()), (0, 0), "{round:?}");
+
+    // A waiver clears it (no event); when the waiver goes, the same
+    // advisory is new again and raised again.
+    std::fs::write(
+        &policy,
+        "[licenses]\ndeny = []\ninvalid = \"warn\"\n[[waivers]]\nid = \"PYSEC-2020-96\"\n\
+         reason = \"full_load is unreachable\"\nowner = \"sec@example.com\"\nexpires = 2999-12-31\n",
+    )
+    .unwrap();
+    let waived = wait_for_round(&server, "2.0.0").await;
+    assert_eq!(
+        (waived.advisory_ids.len(), waived.vulnerable_since),
+        (0, None)
+    );
+    std::fs::write(&policy, "[licenses]\ndeny = []\ninvalid = \"warn\"\n").unwrap();
+    wait_for_events(&server, "release.vulnerable", 2).await;
+
+    // The chain still verifies with the watch's events in it.
+    let verified = server.get(&server.admin, "/api/v1/events/verify").await;
+    assert_eq!(verified.body["ok"], true, "{:?}", verified.body);
+    store.close().await;
+    server.stop().await;
+}

@@ -165,6 +165,17 @@ const TABLES: &[Table] = &[
         "version",
     ),
     (
+        "release_vulnerabilities",
+        &[
+            ("version", Text),
+            ("basis", Text),
+            ("advisory_ids", Text),
+            ("vulnerable_since", Int),
+            ("checked_at", Int),
+        ],
+        "version",
+    ),
+    (
         "tuf_metadata",
         &[
             ("role", Text),

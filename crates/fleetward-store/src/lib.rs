@@ -160,6 +160,22 @@ pub trait Store:
         version: &str,
         limit: u32,
     ) -> Result<Vec<DeviceId>>;
+    /// What the vulnerability watch last recorded, one row per release
+    /// it has scanned, in version order.
+    async fn release_vulnerabilities(&self) -> Result<Vec<ReleaseVulnerabilities>>;
+    /// Records a release's scan and appends the security `events` the
+    /// change raises, in one transaction: an event is never raised for a
+    /// change that was not stored, nor a change stored without its event.
+    /// `replaces` is the basis of the record the caller compared with
+    /// (`None`: there was none); if another writer changed it meanwhile,
+    /// the call is a conflict and stores nothing, so two rounds racing over
+    /// one change raise it once. An unknown release is not found.
+    async fn put_release_vulnerabilities(
+        &self,
+        record: &ReleaseVulnerabilities,
+        replaces: Option<&str>,
+        events: &[fleetward_events::Event],
+    ) -> Result<Vec<fleetward_events::Entry>>;
     /// Device counts per status, version and hardware, each list largest
     /// first and cut at `limit` entries.
     async fn device_facets(&self, limit: u32) -> Result<DeviceFacets>;

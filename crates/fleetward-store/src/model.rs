@@ -115,6 +115,21 @@ pub struct ReleaseRecord {
     pub updated_at: OffsetDateTime,
 }
 
+/// What the vulnerability watch last found in a release's SBOM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseVulnerabilities {
+    pub version: String,
+    /// What the scan was made against (the advisory index's import time and
+    /// the policy's hash): a watch round skips a release whose basis has not
+    /// changed.
+    pub basis: String,
+    /// Ids of the vulnerabilities that break policy, sorted, each once.
+    pub advisory_ids: Vec<String>,
+    /// Since when the release has had any; `None` while it has none.
+    pub vulnerable_since: Option<OffsetDateTime>,
+    pub checked_at: OffsetDateTime,
+}
+
 /// One version of one TUF role's metadata, as served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TufMetadataRecord {

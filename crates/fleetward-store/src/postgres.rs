@@ -626,6 +626,20 @@ impl Store for PostgresStore {
         self.devices_running_impl(hardware, version, limit).await
     }
 
+    async fn release_vulnerabilities(&self) -> Result<Vec<crate::ReleaseVulnerabilities>> {
+        self.release_vulnerabilities_impl().await
+    }
+
+    async fn put_release_vulnerabilities(
+        &self,
+        record: &crate::ReleaseVulnerabilities,
+        replaces: Option<&str>,
+        events: &[fleetward_events::Event],
+    ) -> Result<Vec<fleetward_events::Entry>> {
+        self.put_release_vulnerabilities_impl(record, replaces, events)
+            .await
+    }
+
     async fn device_facets(&self, limit: u32) -> Result<DeviceFacets> {
         let limit = i64::from(limit.min(crate::MAX_PAGE));
         let count = |n: i64| u64::try_from(n).unwrap_or(0);

@@ -24,7 +24,7 @@ use tokio::sync::Mutex;
 pub(crate) mod events;
 mod identity;
 mod lease;
-mod releases;
+pub(crate) mod releases;
 mod reports;
 pub(crate) mod rollouts;
 
@@ -659,6 +659,20 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<DeviceId>> {
         self.devices_running_impl(hardware, version, limit).await
+    }
+
+    async fn release_vulnerabilities(&self) -> Result<Vec<crate::ReleaseVulnerabilities>> {
+        self.release_vulnerabilities_impl().await
+    }
+
+    async fn put_release_vulnerabilities(
+        &self,
+        record: &crate::ReleaseVulnerabilities,
+        replaces: Option<&str>,
+        events: &[fleetward_events::Event],
+    ) -> Result<Vec<fleetward_events::Entry>> {
+        self.put_release_vulnerabilities_impl(record, replaces, events)
+            .await
     }
 
     async fn device_facets(&self, limit: u32) -> Result<DeviceFacets> {

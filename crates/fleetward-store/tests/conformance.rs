@@ -1287,6 +1287,106 @@ async fn artifacts_are_deduplicated_and_releases_unique() {
 // ----- Dashboards -----
 
 #[tokio::test]
+async fn release_vulnerabilities_are_stored_with_their_events_or_not_at_all() {
+    use fleetward_events::EventKind;
+    each_backend(|store| async move {
+        store
+            .insert_artifact(&artifact(1), &audit("a"))
+            .await
+            .unwrap();
+        store
+            .insert_release(&release("1.0.0", "rev2", 1), &audit("r"))
+            .await
+            .unwrap();
+        assert_eq!(store.release_vulnerabilities().await.unwrap(), vec![]);
+        let (head_before, _) = store.event_head().await.unwrap();
+
+        let clean = fleetward_store::ReleaseVulnerabilities {
+            version: "1.0.0".into(),
+            basis: "index 1 policy a".into(),
+            advisory_ids: vec![],
+            vulnerable_since: None,
+            checked_at: now(),
+        };
+        let entries = store
+            .put_release_vulnerabilities(&clean, None, &[])
+            .await
+            .unwrap();
+        assert!(entries.is_empty());
+        assert_eq!(store.release_vulnerabilities().await.unwrap(), vec![clean]);
+
+        // A change and its event land together; the row is replaced.
+        let vulnerable = fleetward_store::ReleaseVulnerabilities {
+            version: "1.0.0".into(),
+            basis: "index 2 policy a".into(),
+            advisory_ids: vec!["GHSA-aaaa-bbbb-cccc".into(), "RUSTSEC-2026-0001".into()],
+            vulnerable_since: Some(now()),
+            checked_at: now() + time::Duration::minutes(1),
+        };
+        let event = security_event(1, EventKind::ReleaseBecameVulnerable, None);
+        // Written against a basis that is no longer there: a conflict,
+        // nothing stored, no event (two racing rounds raise a change once).
+        for stale in [None, Some("index 0 policy a")] {
+            assert!(matches!(
+                store
+                    .put_release_vulnerabilities(&vulnerable, stale, std::slice::from_ref(&event))
+                    .await,
+                Err(StoreError::Conflict(_))
+            ));
+        }
+        assert_eq!(store.event_head().await.unwrap().0, head_before);
+        let entries = store
+            .put_release_vulnerabilities(
+                &vulnerable,
+                Some("index 1 policy a"),
+                std::slice::from_ref(&event),
+            )
+            .await
+            .unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].seq, head_before + 1);
+        assert_eq!(entries[0].event, event);
+        assert_eq!(
+            store.release_vulnerabilities().await.unwrap(),
+            vec![vulnerable.clone()]
+        );
+
+        // An unknown release: not found, no row, no event.
+        let unknown = fleetward_store::ReleaseVulnerabilities {
+            version: "9.9.9".into(),
+            ..vulnerable.clone()
+        };
+        assert!(matches!(
+            store
+                .put_release_vulnerabilities(&unknown, None, std::slice::from_ref(&event))
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        // An invalid event: refused, and the row keeps its old value.
+        let mut bad = event.clone();
+        bad.message = "x".repeat(1_000_000);
+        let changed = fleetward_store::ReleaseVulnerabilities {
+            advisory_ids: vec![],
+            vulnerable_since: None,
+            ..vulnerable.clone()
+        };
+        assert!(
+            store
+                .put_release_vulnerabilities(&changed, Some("index 2 policy a"), &[bad])
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            store.release_vulnerabilities().await.unwrap(),
+            vec![vulnerable]
+        );
+        assert_eq!(store.event_head().await.unwrap().0, head_before + 1);
+        assert!(verify_log(&*store).await.is_ok());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn facets_count_the_fleet_by_status_version_and_hardware() {
     each_backend(|store| async move {
         let empty = store.device_facets(10).await.unwrap();

@@ -24,6 +24,10 @@ pub struct ReleaseScan {
     pub devices: u64,
     /// The findings that fail the policy.
     pub failing: Vec<ScanFinding>,
+    /// RFC 3339: since when the vulnerability watch has seen this published
+    /// release vulnerable (it raised a `release.vulnerable` event then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vulnerable_since: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]

@@ -1,6 +1,8 @@
 //! `GET /api/v1/sbom/vulnerabilities`: every release that carries an SBOM,
 //! scanned now (so a release that was clean at publication shows up once
-//! new advisories are imported), with the number of devices running it.
+//! new advisories are imported), with the number of devices running it and,
+//! for published releases, since when the vulnerability watch
+//! ([`crate::vulns`]) has seen them vulnerable.
 
 use axum::extract::State;
 use fleetward_sca::scan::{FindingKind, Verdict};
@@ -27,14 +29,23 @@ pub async fn release_vulnerabilities(
     let imported_at = fleetward_advisories::Index::open(&data_dir.join("advisories"))
         .ok()
         .and_then(|i| i.imported_at().format(&Rfc3339).ok());
+    let watched: std::collections::BTreeMap<String, fleetward_store::ReleaseVulnerabilities> =
+        state
+            .store
+            .release_vulnerabilities()
+            .await?
+            .into_iter()
+            .map(|r| (r.version.clone(), r))
+            .collect();
     let mut out = Vec::new();
     for record in state.store.list_releases().await? {
         let Some(sha) = record.sbom_sha256.clone() else {
             continue;
         };
-        let query = fleetward_core::query::parse(&format!("version = {:?}", record.version))
-            .map_err(|e| ApiError::unprocessable("invalid_query", e.to_string()))?;
-        let devices = state.store.count_devices(Some(&query)).await?;
+        let devices = state
+            .store
+            .count_devices(Some(&crate::vulns::running(&record)))
+            .await?;
         let scanned =
             match crate::sbom_gate::read_sbom(&releases.artifacts, &*state.store, &sha).await {
                 Ok(bytes) => {
@@ -79,6 +90,10 @@ pub async fn release_vulnerabilities(
             error,
             devices,
             failing,
+            vulnerable_since: watched
+                .get(&record.version)
+                .and_then(|w| w.vulnerable_since)
+                .and_then(|t| t.format(&Rfc3339).ok()),
         });
     }
     Ok(Json(ReleaseVulns {

@@ -8,8 +8,8 @@ use sqlx::postgres::PgRow;
 use crate::postgres::{insert_audit, is_unique_violation};
 use crate::sqlite::{from_millis, to_millis};
 use crate::{
-    ArtifactRecord, AuditEntry, PostgresStore, ReleaseRecord, ReleaseTransition, Result,
-    StoreError, TufMetadataRecord,
+    ArtifactRecord, AuditEntry, PostgresStore, ReleaseRecord, ReleaseTransition,
+    ReleaseVulnerabilities, Result, StoreError, TufMetadataRecord,
 };
 
 fn to_i64(n: u64, what: &str) -> Result<i64> {
@@ -57,6 +57,69 @@ fn metadata_from_row(row: &PgRow) -> Result<TufMetadataRecord> {
 }
 
 impl PostgresStore {
+    pub(crate) async fn release_vulnerabilities_impl(&self) -> Result<Vec<ReleaseVulnerabilities>> {
+        let rows = sqlx::query("SELECT * FROM release_vulnerabilities ORDER BY version")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(crate::sqlite::releases::vulnerabilities_from_row)
+            .collect()
+    }
+
+    pub(crate) async fn put_release_vulnerabilities_impl(
+        &self,
+        record: &ReleaseVulnerabilities,
+        replaces: Option<&str>,
+        events: &[fleetward_events::Event],
+    ) -> Result<Vec<fleetward_events::Entry>> {
+        let record = record.clone();
+        let replaces = replaces.map(str::to_owned);
+        let events = events.to_vec();
+        let ids = serde_json::to_string(&record.advisory_ids)
+            .map_err(|e| StoreError::Invalid(format!("advisory ids: {e}")))?;
+        self.write(move |tx| {
+            Box::pin(async move {
+                let current: Option<String> = sqlx::query_scalar(
+                    "SELECT basis FROM release_vulnerabilities WHERE version = $1",
+                )
+                .bind(&record.version)
+                .fetch_optional(&mut **tx)
+                .await?;
+                if current != replaces {
+                    return Err(StoreError::Conflict(format!(
+                        "the vulnerability record of release {} changed meanwhile",
+                        record.version
+                    )));
+                }
+                sqlx::query(
+                    "INSERT INTO release_vulnerabilities
+                        (version, basis, advisory_ids, vulnerable_since, checked_at)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (version) DO UPDATE SET basis = excluded.basis,
+                        advisory_ids = excluded.advisory_ids,
+                        vulnerable_since = excluded.vulnerable_since,
+                        checked_at = excluded.checked_at",
+                )
+                .bind(&record.version)
+                .bind(&record.basis)
+                .bind(&ids)
+                .bind(record.vulnerable_since.map(to_millis))
+                .bind(to_millis(record.checked_at))
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| {
+                    if matches!(&e, sqlx::Error::Database(db) if db.is_foreign_key_violation()) {
+                        StoreError::NotFound(format!("release {}", record.version))
+                    } else {
+                        e.into()
+                    }
+                })?;
+                crate::postgres::events::append_in(tx, &events).await
+            })
+        })
+        .await
+    }
+
     pub(crate) async fn insert_artifact_impl(
         &self,
         artifact: &ArtifactRecord,

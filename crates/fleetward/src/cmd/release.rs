@@ -360,16 +360,28 @@ pub async fn run(
                             Some(e) => e.clone(),
                             None => format!("{} failing: {}", r.failing.len(), ids.join(",")),
                         };
+                        let since = r.vulnerable_since.clone().unwrap_or_else(|| "-".into());
                         vec![
                             r.version.clone(),
                             r.state.clone(),
                             r.verdict.clone(),
                             r.devices.to_string(),
+                            since,
                             detail,
                         ]
                     })
                     .collect();
-                output::table(&["VERSION", "STATE", "VERDICT", "DEVICES", "DETAIL"], &rows);
+                output::table(
+                    &[
+                        "VERSION",
+                        "STATE",
+                        "VERDICT",
+                        "DEVICES",
+                        "VULNERABLE SINCE",
+                        "DETAIL",
+                    ],
+                    &rows,
+                );
                 println!(
                     "advisories imported: {}",
                     vulns.advisories_imported_at.as_deref().unwrap_or("never")

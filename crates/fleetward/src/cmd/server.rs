@@ -65,6 +65,10 @@ pub struct ServerArgs {
     /// How often the rollout engine moves rollouts forward, e.g. 5s.
     #[arg(long, env = "FLEETWARD_ROLLOUT_TICK", value_parser = humantime::parse_duration)]
     pub rollout_tick: Option<std::time::Duration>,
+    /// How often published releases are re-scanned for new vulnerabilities
+    /// (only those whose advisories or policy changed), e.g. 1m.
+    #[arg(long, env = "FLEETWARD_VULNERABILITY_CHECK", value_parser = humantime::parse_duration)]
+    pub vulnerability_check: Option<std::time::Duration>,
     /// Largest artifact (release image, SBOM) accepted, in bytes [default: 4 GiB].
     #[arg(long, env = "FLEETWARD_MAX_ARTIFACT_BYTES")]
     pub max_artifact_bytes: Option<u64>,
@@ -118,6 +122,8 @@ pub struct FileConfig {
     #[serde(default, with = "humantime_serde_opt")]
     pub rollout_tick: Option<std::time::Duration>,
     pub max_artifact_bytes: Option<u64>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub vulnerability_check: Option<std::time::Duration>,
     pub artifact_dir: Option<PathBuf>,
     /// `s3://bucket/prefix`: artifacts on S3-compatible storage.
     pub artifact_store: Option<String>,
@@ -252,6 +258,13 @@ pub fn resolve(cli: &Cli, args: &ServerArgs, file: FileConfig) -> anyhow::Result
             let mut releases = fleetward_server::repo::ReleaseConfig::default();
             if let Some(max) = args.max_artifact_bytes.or(file.max_artifact_bytes) {
                 releases.max_artifact_bytes = max;
+            }
+            if let Some(every) = args
+                .vulnerability_check
+                .or(file.vulnerability_check)
+                .filter(|d| !d.is_zero())
+            {
+                releases.vulnerability_check = every;
             }
             releases.artifact_dir = args.artifact_dir.clone().or(file.artifact_dir);
             releases.s3 = args

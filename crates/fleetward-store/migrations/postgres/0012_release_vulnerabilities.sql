@@ -1,0 +1,12 @@
+-- What the vulnerability watch last found in each release's SBOM (see
+-- fleetward-server's `vulns` module): the basis it scanned against (the
+-- advisory index's import time and the policy's hash), the ids of the
+-- vulnerabilities that break policy (a sorted JSON array), and since when
+-- the release has had any. Times are Unix milliseconds.
+CREATE TABLE release_vulnerabilities (
+    version          TEXT COLLATE "C" PRIMARY KEY NOT NULL REFERENCES releases (version),
+    basis            TEXT NOT NULL,
+    advisory_ids     TEXT NOT NULL,
+    vulnerable_since BIGINT,
+    checked_at       BIGINT NOT NULL
+);
