@@ -3,7 +3,8 @@
 //! 1. Append: events into the hash chain through the store, in durable
 //!    batches (one `synchronous = FULL` transaction each), as a ratio to
 //!    plain SQLite inserts of the same rows into a table with the same
-//!    columns and no chain, with the same pragmas, in the same run.
+//!    columns and no chain, with the same pragmas and the same 256 rows
+//!    per statement, in the same run.
 //! 2. Verify: `verify_store` over the whole log (every hash recomputed,
 //!    every checkpoint signature checked), as a ratio to `openssl dgst
 //!    -sha256` of a file as large as the database, in the same run.
@@ -12,12 +13,14 @@
 //! (defaults 10,000,000 and 10,000). Prints a Markdown table.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/plain_sqlite.rs"]
+mod plain_sqlite;
+
 use std::time::Instant;
 
 use fleetward_core::DeviceId;
 use fleetward_events::{Event, EventKind};
 use fleetward_store::{EventLog as _, SqliteStore, Store as _};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 fn event(n: u64) -> Event {
     let kinds = [
@@ -80,54 +83,49 @@ async fn main() -> anyhow::Result<()> {
     let chain_secs = started.elapsed().as_secs_f64();
 
     // 1b. Plain inserts of the same rows, same pragmas, same batches.
-    let plain = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            SqliteConnectOptions::new()
-                .filename(dir.path().join("plain.db"))
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full),
-        )
-        .await?;
-    sqlx::query(
-        "CREATE TABLE plain (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, severity TEXT NOT NULL, \
-         device TEXT, source TEXT, server_time INTEGER NOT NULL, device_time INTEGER, \
-         message TEXT NOT NULL, detail TEXT NOT NULL, prev_hash BLOB NOT NULL, hash BLOB NOT NULL) STRICT",
-    )
-    .execute(&plain)
-    .await?;
-    for index in [
-        "CREATE INDEX plain_time ON plain (server_time)",
-        "CREATE INDEX plain_device ON plain (device, seq)",
-        "CREATE INDEX plain_kind ON plain (kind, seq)",
-    ] {
-        sqlx::query(index).execute(&plain).await?;
-    }
+    let plain = plain_sqlite::open(&dir.path().join("plain.db")).await?;
+    // Many rows per statement, as the store does: the baseline is the
+    // fastest plain way, not a strawman.
+    let rows_per_insert = 256u64;
+    let statement = |rows: u64| plain_sqlite::insert_statement(rows as usize);
+    let full = statement(rows_per_insert);
     let started = Instant::now();
     let zero = [0u8; 32];
     let mut n = 0;
     while n < total {
+        let end = (n + batch).min(total);
         let mut tx = plain.begin().await?;
-        for i in n..(n + batch).min(total) {
-            let e = event(i);
-            sqlx::query("INSERT INTO plain VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-                .bind(i64::try_from(i + 1)?)
-                .bind(e.kind.as_str())
-                .bind(e.severity.as_str())
-                .bind(e.device.as_ref().map(DeviceId::as_str))
-                .bind(e.source.as_deref())
-                .bind(e.server_time_ms)
-                .bind(e.device_time_ms)
-                .bind(&e.message)
-                .bind(&e.detail)
-                .bind(zero.as_slice())
-                .bind(zero.as_slice())
-                .execute(&mut *tx)
-                .await?;
+        let mut i = n;
+        while i < end {
+            let rows = rows_per_insert.min(end - i);
+            let partial;
+            let sql = if rows == rows_per_insert {
+                &full
+            } else {
+                partial = statement(rows);
+                &partial
+            };
+            let events: Vec<Event> = (i..i + rows).map(event).collect();
+            let mut insert = sqlx::query(sql);
+            for (k, e) in events.iter().enumerate() {
+                insert = insert
+                    .bind(i64::try_from(i + k as u64 + 1)?)
+                    .bind(e.kind.as_str())
+                    .bind(e.severity.as_str())
+                    .bind(e.device.as_ref().map(DeviceId::as_str))
+                    .bind(e.source.as_deref())
+                    .bind(e.server_time_ms)
+                    .bind(e.device_time_ms)
+                    .bind(e.message.as_str())
+                    .bind(e.detail.as_str())
+                    .bind(zero.as_slice())
+                    .bind(zero.as_slice());
+            }
+            insert.execute(&mut *tx).await?;
+            i += rows;
         }
         tx.commit().await?;
-        n += batch;
+        n = end;
     }
     let plain_secs = started.elapsed().as_secs_f64();
     plain.close().await;

@@ -264,20 +264,32 @@ pub async fn verify_store(
         Ok(verifier) => verifier,
         Err(tamper) => return Ok(report(Err(tamper))),
     };
-    // Page by page: memory stays constant however long the log is.
+    // Page by page: memory stays constant however long the log is. The
+    // next page is read (on the store's own thread) while this one is
+    // hashed, so reading and hashing use both cores.
     let filter = fleetward_store::EventFilter::default();
-    let mut after = anchor.as_ref().map(|a| a.seq);
-    loop {
-        let page = store
-            .list_events(&filter, after, fleetward_store::MAX_PAGE)
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.seq);
-        for entry in &page {
-            if let Err(tamper) = verifier.push(entry) {
-                return Ok(report(Err(tamper)));
+    let mut page = store
+        .list_events(
+            &filter,
+            anchor.as_ref().map(|a| a.seq),
+            fleetward_store::MAX_PAGE,
+        )
+        .await?;
+    while let Some(last) = page.last() {
+        let next = store.list_events(&filter, Some(last.seq), fleetward_store::MAX_PAGE);
+        let checked = async {
+            for entry in &page {
+                verifier.push(entry)?;
             }
+            Ok(())
+        };
+        // `join!` polls the read first, which starts it, then hashes.
+        let (next, checked): (_, Result<(), fleetward_events::Tamper>) =
+            tokio::join!(next, checked);
+        if let Err(tamper) = checked {
+            return Ok(report(Err(tamper)));
         }
+        page = next?;
     }
     Ok(report(verifier.finish()))
 }

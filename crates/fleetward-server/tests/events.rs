@@ -214,3 +214,83 @@ async fn retention_prunes_to_a_checkpoint_and_the_rest_still_verifies() {
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+/// `verify_store` reads page after page while it hashes; an edit, a
+/// deletion or a swap anywhere (first page, a page boundary, the last
+/// page) is named by its sequence number, and the untouched log verifies.
+#[tokio::test]
+async fn verify_store_names_the_first_bad_entry_on_any_page() {
+    use fleetward_events::{CheckpointSigner, Event, EventKind};
+    use fleetward_store::{EventLog as _, SqliteStore, Store as _};
+
+    let total = 2 * fleetward_store::MAX_PAGE as u64 + 500;
+    let signer = CheckpointSigner::from_bytes(&[9; 32]);
+    let key = signer.verifying_key();
+    // (what to do to the stored log, the entry verify must name)
+    let cases: &[(&str, Option<u64>)] = &[
+        ("", None),
+        (
+            "UPDATE security_events SET message = 'edited' WHERE seq = 3",
+            Some(3),
+        ),
+        (
+            "UPDATE security_events SET detail = '{}' WHERE seq = 1000",
+            Some(1000),
+        ),
+        ("DELETE FROM security_events WHERE seq = 1001", Some(1002)),
+        (
+            "UPDATE security_events SET seq = -seq WHERE seq IN (2001, 2002); \
+          UPDATE security_events SET seq = 2002 WHERE seq = -2001; \
+          UPDATE security_events SET seq = 2001 WHERE seq = -2002",
+            Some(2001),
+        ),
+        (
+            "UPDATE security_events SET severity = 'info' WHERE seq = 2500",
+            Some(2500),
+        ),
+    ];
+    for (tamper, bad) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("log.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        let events: Vec<Event> = (0..total)
+            .map(|n| Event {
+                kind: EventKind::VerificationFailed,
+                severity: EventKind::VerificationFailed.default_severity(),
+                device: None,
+                source: Some("192.0.2.7".into()),
+                server_time_ms: 1_790_000_000_000 + n as i64,
+                device_time_ms: None,
+                message: format!("event {n}"),
+                detail: format!("{{\"n\":{n}}}"),
+            })
+            .collect();
+        store.append_events(&events).await.unwrap();
+        let (seq, hash) = store.event_head().await.unwrap();
+        store
+            .add_checkpoint(&signer.sign(seq, hash, 1_790_000_000_000))
+            .await
+            .unwrap();
+        if !tamper.is_empty() {
+            let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+            // Whoever holds the file can drop the append-only triggers.
+            sqlx::raw_sql(
+                "DROP TRIGGER security_events_no_update; DROP TRIGGER security_events_no_delete;",
+            )
+            .execute(&raw)
+            .await
+            .unwrap();
+            sqlx::raw_sql(tamper).execute(&raw).await.unwrap();
+            raw.close().await;
+        }
+        let verified = fleetward_server::events::verify_store(&store, &key)
+            .await
+            .unwrap();
+        assert_eq!(verified.bad_seq, *bad, "{tamper}: {verified:?}");
+        assert_eq!(verified.ok, bad.is_none(), "{tamper}: {verified:?}");
+        if bad.is_none() {
+            assert_eq!((verified.entries, verified.checkpoints), (total, 1));
+        }
+        store.close().await;
+    }
+}
