@@ -105,6 +105,23 @@ pub async fn read_sbom(
         .map_err(|e| format!("reading the SBOM: {e}"))
 }
 
+/// Scans the stored SBOM `sha` with the data dir's index and policy as of
+/// `now`, off the async runtime: the one scan behind the publish gate, the
+/// vulnerability report and the console's release page.
+pub async fn scan_stored(
+    data_dir: &Path,
+    artifacts: &ArtifactStore,
+    store: &dyn Store,
+    sha: &str,
+    now: OffsetDateTime,
+) -> Result<Report, String> {
+    let bytes = read_sbom(artifacts, store, sha).await?;
+    let data_dir = data_dir.to_owned();
+    tokio::task::spawn_blocking(move || SbomGate::scan(&data_dir, &bytes, now))
+        .await
+        .map_err(|e| format!("the SBOM scan did not finish: {e}"))?
+}
+
 /// Whether the stored SBOM `sha` parses (CycloneDX, SPDX, Cargo.lock);
 /// the error names the position.
 pub async fn check_readable(
@@ -129,13 +146,14 @@ impl PublishGate for SbomGate {
         let Some(sha) = &release.sbom_sha256 else {
             return Ok(());
         };
-        let bytes = read_sbom(&self.artifacts, store, sha).await?;
-        let data_dir = self.data_dir.clone();
-        let report = tokio::task::spawn_blocking(move || {
-            SbomGate::scan(&data_dir, &bytes, OffsetDateTime::now_utc())
-        })
-        .await
-        .map_err(|e| format!("the SBOM scan did not finish: {e}"))??;
+        let report = scan_stored(
+            &self.data_dir,
+            &self.artifacts,
+            store,
+            sha,
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
         match report.verdict {
             Verdict::Pass => Ok(()),
             Verdict::Fail => Err(summarise(&report)),

@@ -32,7 +32,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::artifacts::ArtifactStore;
-use crate::sbom_gate::{POLICY_FILE, SbomGate, read_sbom};
+use crate::sbom_gate::{POLICY_FILE, scan_stored};
 
 /// How often the watch looks for a changed basis by default.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
@@ -119,16 +119,7 @@ pub async fn check_releases(
             continue;
         }
         round.scanned += 1;
-        let report = match read_sbom(artifacts, store, sbom).await {
-            Ok(bytes) => {
-                let dir = data_dir.to_owned();
-                tokio::task::spawn_blocking(move || SbomGate::scan(&dir, &bytes, now))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("the scan did not finish: {e}")))
-            }
-            Err(e) => Err(e),
-        };
-        let report = match report {
+        let report = match scan_stored(data_dir, artifacts, store, sbom, now).await {
             Ok(report) => report,
             Err(reason) => {
                 tracing::warn!(release = %release.version, %reason, "vulnerability watch: scan failed");

@@ -6,70 +6,8 @@ mod support;
 
 use fleetward_core::Role;
 use reqwest::StatusCode;
-use reqwest::redirect::Policy;
 use support::TestServer;
-
-/// A browser: no redirects followed, so each answer can be checked.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap()
-}
-
-struct Page {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: String,
-}
-
-async fn get(server: &TestServer, cookie: Option<&str>, path: &str) -> Page {
-    let mut request = browser().get(format!("{}{path}", server.base));
-    if let Some(cookie) = cookie {
-        request = request.header("cookie", cookie);
-    }
-    let response = request.send().await.unwrap();
-    Page {
-        status: response.status(),
-        headers: response.headers().clone(),
-        body: response.text().await.unwrap(),
-    }
-}
-
-async fn post_form(
-    server: &TestServer,
-    cookie: Option<&str>,
-    path: &str,
-    form: &[(&str, &str)],
-) -> Page {
-    let mut request = browser().post(format!("{}{path}", server.base)).form(form);
-    if let Some(cookie) = cookie {
-        request = request.header("cookie", cookie);
-    }
-    let response = request.send().await.unwrap();
-    Page {
-        status: response.status(),
-        headers: response.headers().clone(),
-        body: response.text().await.unwrap(),
-    }
-}
-
-/// Signs in with `token` and returns the session cookie (`name=value`).
-async fn sign_in(server: &TestServer, token: &str) -> String {
-    let answer = post_form(server, None, "/console/login", &[("token", token)]).await;
-    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
-    let cookie = answer.headers["set-cookie"].to_str().unwrap().to_owned();
-    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
-        assert!(cookie.contains(attribute), "{cookie}");
-    }
-    cookie.split(';').next().unwrap().to_owned()
-}
-
-fn csrf_of(body: &str) -> String {
-    let marker = r#"name="csrf" value=""#;
-    let start = body.find(marker).expect("a form with a CSRF token") + marker.len();
-    body[start..start + 64].to_owned()
-}
+use support::console::{csrf_of, get, post_form, sign_in};
 
 #[tokio::test]
 async fn signing_in_needs_a_valid_token_and_pages_need_a_session() {

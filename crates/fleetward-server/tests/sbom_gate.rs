@@ -8,6 +8,7 @@ mod support;
 
 use std::path::Path;
 
+use fleetward_core::Role;
 use fleetward_tuf::{
     Expiry, PublicKey, ROLE_ROOT, ROLE_SNAPSHOT, ROLE_TARGETS, ROLE_TIMESTAMP, Root, Signed,
     SigningKey, Targets,
@@ -16,6 +17,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use support::TestServer;
+use support::console::{get, sign_in};
 use time::{Duration, OffsetDateTime};
 
 fn key(n: u8) -> SigningKey {
@@ -87,7 +89,8 @@ async fn signed_release(server: &TestServer, version: &str, sbom: Option<&[u8]>)
             &server.admin,
             "/api/v1/releases",
             json!({"version": version, "hardware": "rev2", "artifact_sha256": image,
-                   "sbom_sha256": sbom, "file_name": "fw.img"}),
+                   "sbom_sha256": sbom, "file_name": "fw.img",
+                   "notes": "<script>alert('notes')</script>"}),
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
@@ -125,6 +128,17 @@ async fn state(server: &TestServer, version: &str) -> String {
         .as_str()
         .unwrap()
         .to_owned()
+}
+
+/// A console page's body, fetched as a signed-in browser would; it must be there.
+async fn console_page(server: &TestServer, cookie: &str, path: &str) -> String {
+    let page = get(server, Some(cookie), path).await;
+    assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+    page.body
+}
+
+async fn console_release(server: &TestServer, cookie: &str, version: &str) -> String {
+    console_page(server, cookie, &format!("/console/releases/{version}")).await
 }
 
 fn fixture(path: &str) -> std::path::PathBuf {
@@ -212,6 +226,33 @@ expires = 2999-12-31
     // shows it as vulnerable, with the device count.
     server.register("dev-1", "rev2", Some("2.0.0"), &[]).await;
     server.register("dev-2", "rev2", Some("2.0.0"), &[]).await;
+
+    // The console's release page shows the same scan: the waived
+    // vulnerability with its waiver's owner and reason, the licence verdicts.
+    let viewer = sign_in(&server, &server.token_for(Role::Viewer).await).await;
+    let page = console_release(&server, &viewer, "2.0.0").await;
+    for needle in [
+        "Passes the policy",
+        "PYSEC-2020-96",
+        "CVE-2020-1747",
+        "waived (CVE-2020-1747)",
+        "full_load is not reachable from the device API",
+        "security@example.com",
+        "2999-12-31",
+        "not a valid SPDX expression",
+        "needs review",
+        "&lt;script&gt;alert('notes')&lt;/script&gt;",
+    ] {
+        assert!(page.contains(needle), "{needle} not on the page: {page}");
+    }
+    assert!(!page.contains("<script>alert"), "notes are escaped");
+    assert!(
+        !page.contains("/console/rollouts/new"),
+        "a viewer is offered no rollout"
+    );
+    let list = console_page(&server, &viewer, "/console/releases").await;
+    assert!(list.contains(r#"href="/console/releases/2.0.0""#), "{list}");
+
     let clean = server
         .get(&server.admin, "/api/v1/sbom/vulnerabilities")
         .await;
@@ -243,6 +284,18 @@ expires = 2999-12-31
             .iter()
             .any(|i| i == "PYSEC-2020-96")
     );
+    let operator = sign_in(&server, &server.token_for(Role::Operator).await).await;
+    let page = console_release(&server, &operator, "2.0.0").await;
+    for needle in [
+        "Breaks the policy",
+        "fails the release",
+        "No finding of this release is waived.",
+        "/console/rollouts/new?release=2.0.0",
+    ] {
+        assert!(page.contains(needle), "{needle} not on the page: {page}");
+    }
+    let missing = get(&server, Some(&operator), "/console/releases/9.9.9").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
 
     // An unreadable SBOM is refused when the release is created: nothing stored.
     let image = upload(&server, b"firmware 3.0.0").await;
@@ -275,6 +328,8 @@ expires = 2999-12-31
     // A release without an SBOM has nothing to scan.
     signed_release(&server, "2.1.0", None).await;
     assert_eq!(publish(&server, "2.1.0").await.status, StatusCode::OK);
+    let page = console_release(&server, &operator, "2.1.0").await;
+    assert!(page.contains("carries no SBOM"), "{page}");
     server.stop().await;
 }
 
@@ -399,6 +454,20 @@ async fn a_published_release_hit_by_new_advisories_raises_one_event() {
         vulns.body
     );
     assert!(listed["vulnerable_since"].is_string(), "{listed}");
+    // The console says it too: in the list, and on the release's page.
+    // (to the second: the console does not show fractions)
+    let since = &listed["vulnerable_since"].as_str().unwrap()[..19];
+    let auditor = sign_in(&server, &server.token_for(Role::Auditor).await).await;
+    let list = console_page(&server, &auditor, "/console/releases").await;
+    assert!(
+        list.contains("vulnerabilities</a> since <span class=\"mono\">") && list.contains(since),
+        "{list}"
+    );
+    let page = console_release(&server, &auditor, "2.0.0").await;
+    assert!(
+        page.contains("vulnerable since") && page.contains(since),
+        "{page}"
+    );
 
     // Nothing new: a round with the same advisories and policy raises nothing.
     let store = server.store().await;

@@ -14,7 +14,6 @@ use time::format_description::well_known::Rfc3339;
 use crate::AppState;
 use crate::auth::{Auth, perm};
 use crate::error::{ApiError, Json};
-use crate::sbom_gate::SbomGate;
 
 /// Scans every release with an SBOM against the current advisory index and
 /// policy, with the number of devices running each.
@@ -46,18 +45,14 @@ pub async fn release_vulnerabilities(
             .store
             .count_devices(Some(&crate::vulns::running(&record)))
             .await?;
-        let scanned =
-            match crate::sbom_gate::read_sbom(&releases.artifacts, &*state.store, &sha).await {
-                Ok(bytes) => {
-                    let dir = data_dir.clone();
-                    tokio::task::spawn_blocking(move || {
-                        SbomGate::scan(&dir, &bytes, OffsetDateTime::now_utc())
-                    })
-                    .await
-                    .map_err(|_| ApiError::internal())?
-                }
-                Err(e) => Err(e),
-            };
+        let scanned = crate::sbom_gate::scan_stored(
+            &data_dir,
+            &releases.artifacts,
+            &*state.store,
+            &sha,
+            OffsetDateTime::now_utc(),
+        )
+        .await;
         let (verdict, error, failing) = match scanned {
             Ok(report) => {
                 let failing = report

@@ -25,6 +25,7 @@
 
 mod chart;
 mod pages;
+mod releases;
 mod rollouts;
 
 use axum::Router;
@@ -62,7 +63,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/console/devices", get(pages::devices))
         .route("/console/devices/{id}", get(pages::device))
         .route("/console/devices/{id}/quarantine", post(pages::quarantine))
-        .route("/console/releases", get(pages::releases))
+        .route("/console/releases", get(releases::list))
+        .route("/console/releases/{version}", get(releases::show))
         .route(
             "/console/rollouts",
             get(rollouts::list).post(rollouts::start),

@@ -4,7 +4,7 @@
 use axum::extract::{Form, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use fleetward_core::{DeviceId, DeviceStatus, Permission, ReleaseState};
+use fleetward_core::{DeviceId, DeviceStatus, Permission};
 use fleetward_events::{Entry, EventKind, Severity};
 use fleetward_store::EventFilter;
 use fleetward_wire::events::EventListParams;
@@ -327,7 +327,7 @@ pub async fn devices(
     )
 }
 
-fn urlencode(raw: &str) -> String {
+pub(super) fn urlencode(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     for byte in raw.bytes() {
         if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
@@ -567,65 +567,6 @@ pub async fn quarantine(
         Ok(id) => Redirect::to(&format!("/console/devices/{id}")).into_response(),
         Err(error) => fail(&session, error),
     }
-}
-
-/// `GET /console/releases`.
-pub async fn releases(
-    State(state): State<AppState>,
-    session: Session,
-    Query(fragment): Query<Fragment>,
-) -> Response {
-    if let Err(refused) = session.require(Permission::ReleaseRead) {
-        return fail(&session, refused);
-    }
-    let releases = match state.store.list_releases().await {
-        Ok(releases) => releases,
-        Err(error) => return fail(&session, error),
-    };
-    let can_roll_out = session.can(Permission::RolloutWrite);
-    let content = html! {
-        h1 { "Releases" }
-        div class="table-wrap" { table {
-            thead { tr {
-                th scope="col" { "Version" } th scope="col" { "Hardware" } th scope="col" { "State" }
-                th scope="col" { "Signature" } th scope="col" { "Image (SHA-256)" } th scope="col" { "SBOM" }
-                th scope="col" { "Created" }
-            } }
-            tbody {
-                @for release in &releases {
-                    tr {
-                        td { (release.version) }
-                        td { (release.hardware) }
-                        td class=(if release.state == ReleaseState::Revoked { "bad" } else { "" }) {
-                            (release.state.as_str())
-                            @if release.state == ReleaseState::Published && can_roll_out {
-                                " · " a href=(format!("/console/rollouts/new?release={}", urlencode(&release.version))) { "roll out" }
-                            }
-                        }
-                        td { @if release.state == ReleaseState::Draft {
-                            span class="warn" { "unsigned" }
-                        } @else {
-                            span class="good" { "signed by the targets keys" }
-                        } }
-                        td class="mono" { (release.artifact_sha256.get(..16).unwrap_or(&release.artifact_sha256)) "…" }
-                        td { @if let Some(sbom) = &release.sbom_sha256 {
-                            span class="mono" { (sbom.get(..12).unwrap_or(sbom)) "…" }
-                        } @else { span class="muted" { "none" } } }
-                        td class="mono" { (when(release.created_at)) }
-                    }
-                }
-                @if releases.is_empty() { tr { td colspan="7" class="muted" { "No releases yet: " code { "fleetward release create" } } } }
-            }
-        } }
-    };
-    page(
-        &session,
-        Section::Releases,
-        "Releases",
-        Refresh::Static,
-        fragment.main(),
-        content,
-    )
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,6 +1,8 @@
 //! A real server on 127.0.0.1:0 with a fresh SQLite data dir, and a client.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod console;
+
 use std::sync::Arc;
 
 use fleetward_core::Role;
