@@ -224,8 +224,9 @@ try {
     const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
     const phonePage = await phone.newPage();
     await signIn(phonePage, base, admin);
-    for (const path of ["/console/", "/console/devices", rolloutUrl.slice(base.length), "/console/rollouts/new"]) {
-      await phonePage.goto(`${base}${path}`);
+    for (const path of ["/console/", "/console/devices", "/console/releases", "/console/releases/1.1.0", rolloutUrl.slice(base.length), "/console/rollouts/new"]) {
+      const answer = await phonePage.goto(`${base}${path}`);
+      check(answer.ok(), `${path} answered ${answer.status()}`);
       const widths = await phonePage.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
       check(widths[0] <= widths[1], `${path} is ${widths[0]} px wide on a ${widths[1]} px screen`);
     }
