@@ -8,6 +8,7 @@
 #
 # Usage: bench/registry.sh [DEVICES] (default 1000000). Needs wrk and python3
 # (installed with apt if missing). Prints a Markdown section for BENCHMARKS.md.
+# BACKEND=postgres runs the same on a private, durable PostgreSQL (issue 9).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,9 @@ for tool in wrk python3 curl; do
     fi
 done
 
+BACKEND="${BACKEND:-sqlite}"
+source bench/lib/private-postgres.sh
+
 cargo build --release -p fleetward -j2 >&2
 LOAD="$(cut -d' ' -f1 /proc/loadavg)"
 BIN="$PWD/target/release/fleetward"
@@ -30,13 +34,25 @@ WORK="$(mktemp -d)"
 SERVER_PID=""
 cleanup() {
     [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+    stop_private_postgres
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 DATA="$WORK/data"
 
-TOKEN="$("$BIN" --data-dir "$DATA" --json init | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin_token"])')"
-"$BIN" --data-dir "$DATA" server --listen 127.0.0.1:0 --device-listen 127.0.0.1:0 --log warn &
+DB_ARGS=()
+case "$BACKEND" in
+    sqlite) STORE_NAME="SQLite (WAL)" ;;
+    postgres)
+        start_private_postgres "$WORK"
+        DB_ARGS=(--database-url "$PG_URL")
+        STORE_NAME="PostgreSQL (private, PostgreSQL's durable defaults, on the same machine)"
+        ;;
+    *) echo "BACKEND is sqlite or postgres, not $BACKEND" >&2; exit 2 ;;
+esac
+
+TOKEN="$("$BIN" --data-dir "$DATA" --json init "${DB_ARGS[@]}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin_token"])')"
+"$BIN" --data-dir "$DATA" server "${DB_ARGS[@]}" --listen 127.0.0.1:0 --device-listen 127.0.0.1:0 --log warn &
 SERVER_PID=$!
 for _ in $(seq 1 600); do [ -f "$DATA/server.json" ] && break; sleep 0.1; done
 ADDR="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["operator"])' "$DATA/server.json")"
@@ -141,9 +157,9 @@ PERCENT="$(python3 -c "print(f'{100 * $COUNT / $DEVICES:.1f}')")"
 
 cat <<EOF
 
-## Device registry (issue 2) — \`bench/registry.sh $DEVICES\`
+## Device registry (issue 2) — \`BACKEND=$BACKEND bench/registry.sh $DEVICES\`
 
-Measured $(date -u +%Y-%m-%d) on $(nproc) cores (load average before the run: $LOAD); SQLite (WAL), release build, wrk -t$THREADS -c$CONNECTIONS -d$DURATION.
+Measured $(date -u +%Y-%m-%d) on $(nproc) cores (load average before the run: $LOAD); $STORE_NAME, release build, wrk -t$THREADS -c$CONNECTIONS -d$DURATION.
 Import of $DEVICES devices with 2–3 tags each through \`fleetward device import --batch 10000\`: ${IMPORT_SECS} s.
 
 | measurement | result | baseline (same run) | ratio | goal |

@@ -1,5 +1,7 @@
-//! Issue 6 benchmark: create a rollout over a large registry (SQLite) and
-//! assign every device its phase, in one transaction.
+//! Issue 6 benchmark: create a rollout over a large registry and assign
+//! every device its phase, in one transaction. SQLite by default; with
+//! `FLEETWARD_BENCH_DATABASE_URL=postgres://…` the same on PostgreSQL (issue
+//! 9; `BACKEND=postgres bench/rollouts.sh` starts a private one).
 //!
 //! Goal: 1,000,000 devices in under 5 s and under 1 GiB RSS. The baseline,
 //! measured in the same run on the same database, is counting the same
@@ -15,7 +17,7 @@ use fleetward_core::{DeviceId, DeviceStatus, ReleaseState, Tag};
 use fleetward_rollout::{Phases, Settings, phase_of};
 use fleetward_store::{
     ArtifactRecord, AuditEntry, NewDevice, ReleaseRecord, ReleaseTransition, RolloutRecord,
-    RolloutState, RolloutStore, SqliteStore, Store,
+    RolloutState,
 };
 use time::OffsetDateTime;
 
@@ -46,8 +48,14 @@ async fn main() {
         .nth(1)
         .map_or(1_000_000, |n| n.parse().unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let store = SqliteStore::open(&url).await.unwrap();
+    let url = std::env::var("FLEETWARD_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| format!("sqlite://{}", dir.path().join("bench.db").display()));
+    let backend = if url.starts_with("sqlite:") {
+        "SQLite"
+    } else {
+        "PostgreSQL"
+    };
+    let store = fleetward_store::open(&url).await.unwrap();
     let now = OffsetDateTime::now_utc();
 
     let started = Instant::now();
@@ -168,7 +176,7 @@ async fn main() {
     let per_phase: Vec<u64> = counts.iter().map(|c| c.count).collect();
     println!("## Rollouts (issue 6)\n");
     println!(
-        "Create a rollout over {devices} registered devices (SQLite, one transaction, phases 1%,10%,50%,100%):\n"
+        "Create a rollout over {devices} registered devices ({backend}, one transaction, phases 1%,10%,50%,100%):\n"
     );
     println!("| measure | value |\n|---|---|");
     println!(

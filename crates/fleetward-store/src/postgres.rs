@@ -70,7 +70,9 @@ mod reports;
 mod rollouts;
 
 use crate::query_sql::{Dialect, device_count_sql, device_page_sql};
-use crate::sqlite::{Columns, device_from_row, from_millis, to_millis, token_from_row};
+use crate::sqlite::{
+    Col, Columns, columns_via, device_from_row, from_millis, to_millis, token_from_row,
+};
 use crate::{
     ArtifactRecord, AuditEntry, AuditRecord, Device, DeviceChange, DeviceFacets, NewDevice,
     PoolStats, ReleaseRecord, ReleaseTransition, Result, Settings, Store, StoreError, TokenRecord,
@@ -163,23 +165,10 @@ impl PostgresStore {
     }
 }
 
-impl Columns for PgRow {
-    fn text(&self, column: &str) -> Result<String> {
-        Ok(self.try_get(column)?)
-    }
-    fn opt_text(&self, column: &str) -> Result<Option<String>> {
-        Ok(self.try_get(column)?)
-    }
-    fn int(&self, column: &str) -> Result<i64> {
-        Ok(self.try_get(column)?)
-    }
-    fn opt_int(&self, column: &str) -> Result<Option<i64>> {
-        Ok(self.try_get(column)?)
-    }
-    fn blob(&self, column: &str) -> Result<Vec<u8>> {
-        Ok(self.try_get(column)?)
-    }
-}
+columns_via!(PgRow, |row, column| Ok(match column {
+    Col::Name(name) => row.try_get(name)?,
+    Col::At(position) => row.try_get(position)?,
+}));
 
 /// Writes the audit record and its twin in the security-event log, in the
 /// caller's transaction (which holds the head lock).

@@ -65,6 +65,36 @@ impl Dialect {
 pub(crate) const ENTRY_COLUMNS: &str = "seq, kind, severity, device, source, server_time, \
      device_time, message, detail, prev_hash, hash";
 
+/// Positions in [`Dialect::device_columns`] (the same in both dialects):
+/// a device is read on every check-in, and a look-up by name walks the
+/// columns' names each time.
+pub(crate) mod device_col {
+    pub const ID: usize = 1;
+    pub const HARDWARE: usize = 2;
+    pub const VERSION: usize = 3;
+    pub const STATUS: usize = 4;
+    pub const CREATED_AT: usize = 5;
+    pub const FIRST_SEEN: usize = 6;
+    pub const LAST_SEEN: usize = 7;
+    pub const TAGS: usize = 8;
+}
+
+/// Positions in [`ENTRY_COLUMNS`]: the event log is read in bulk (`verify`
+/// reads every row), where a look-up by name costs more than the hashing.
+pub(crate) mod entry_col {
+    pub const SEQ: usize = 0;
+    pub const KIND: usize = 1;
+    pub const SEVERITY: usize = 2;
+    pub const DEVICE: usize = 3;
+    pub const SOURCE: usize = 4;
+    pub const SERVER_TIME: usize = 5;
+    pub const DEVICE_TIME: usize = 6;
+    pub const MESSAGE: usize = 7;
+    pub const DETAIL: usize = 8;
+    pub const PREV_HASH: usize = 9;
+    pub const HASH: usize = 10;
+}
+
 /// A page of devices matching `query`, after `after`, in id order.
 pub(crate) fn device_page_sql(
     sink: &mut impl SqlSink,
@@ -387,5 +417,85 @@ fn column(field: &Field) -> Column<'_> {
         Field::Status => Column::Plain("d.status"),
         Field::Version => Column::VersionKey,
         Field::Tag(key) => Column::Tag(key.as_str()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The name of each column of a `SELECT` list, by position (the name
+    /// after `AS`, else the column without its table).
+    fn names(list: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut depth = 0;
+        let mut current = String::new();
+        for c in list.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    names.push(std::mem::take(&mut current));
+                    continue;
+                }
+                _ => {}
+            }
+            current.push(c);
+        }
+        names.push(current);
+        names
+            .iter()
+            .map(|column| {
+                let column = column.trim();
+                let column = column.rsplit(" AS ").next().unwrap_or(column);
+                column.rsplit('.').next().unwrap_or(column).to_owned()
+            })
+            .collect()
+    }
+
+    fn check(list: &str, positions: &[(&str, usize)]) {
+        let names = names(list);
+        for (name, position) in positions {
+            assert_eq!(
+                names.get(*position).map(String::as_str),
+                Some(*name),
+                "{names:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn decoders_read_the_columns_they_name() {
+        check(
+            ENTRY_COLUMNS,
+            &[
+                ("seq", entry_col::SEQ),
+                ("kind", entry_col::KIND),
+                ("severity", entry_col::SEVERITY),
+                ("device", entry_col::DEVICE),
+                ("source", entry_col::SOURCE),
+                ("server_time", entry_col::SERVER_TIME),
+                ("device_time", entry_col::DEVICE_TIME),
+                ("message", entry_col::MESSAGE),
+                ("detail", entry_col::DETAIL),
+                ("prev_hash", entry_col::PREV_HASH),
+                ("hash", entry_col::HASH),
+            ],
+        );
+        for dialect in [Dialect::Sqlite, Dialect::Postgres] {
+            check(
+                dialect.device_columns(),
+                &[
+                    ("id", device_col::ID),
+                    ("hardware", device_col::HARDWARE),
+                    ("version", device_col::VERSION),
+                    ("status", device_col::STATUS),
+                    ("created_at", device_col::CREATED_AT),
+                    ("first_seen", device_col::FIRST_SEEN),
+                    ("last_seen", device_col::LAST_SEEN),
+                    ("tags", device_col::TAGS),
+                ],
+            );
+        }
     }
 }

@@ -29,7 +29,7 @@ mod reports;
 pub(crate) mod rollouts;
 
 use crate::point_read::PointReader;
-use crate::query_sql::{Dialect, PlainSql, device_count_sql, device_page_sql};
+use crate::query_sql::{Dialect, PlainSql, device_col, device_count_sql, device_page_sql};
 use crate::{
     ArtifactRecord, AuditEntry, AuditRecord, Device, DeviceChange, DeviceFacets, NewDevice,
     PoolStats, ReleaseRecord, ReleaseTransition, Result, Settings, Store, StoreError, TokenRecord,
@@ -116,72 +116,100 @@ impl SqliteStore {
 
 const DEVICE_COLUMNS: &str = Dialect::Sqlite.device_columns();
 
-/// A column by name, from either driver's row: sqlx for the async pool,
-/// rusqlite for point reads. One decoder per record type serves both.
+/// A column of a row: by name, or by position where a decoder reads many
+/// rows of a fixed column list (a name is looked up column by column on
+/// every read, which dominated reading the event log in bulk).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Col<'a> {
+    Name(&'a str),
+    At(usize),
+}
+
+impl<'a> From<&'a str> for Col<'a> {
+    fn from(name: &'a str) -> Self {
+        Col::Name(name)
+    }
+}
+
+impl From<usize> for Col<'static> {
+    fn from(position: usize) -> Self {
+        Col::At(position)
+    }
+}
+
+/// A column from either driver's row: sqlx for the async pool, rusqlite for
+/// point and bulk reads. One decoder per record type serves both.
 pub(crate) trait Columns {
-    fn text(&self, column: &str) -> Result<String>;
-    fn opt_text(&self, column: &str) -> Result<Option<String>>;
-    fn int(&self, column: &str) -> Result<i64>;
-    fn opt_int(&self, column: &str) -> Result<Option<i64>>;
-    fn blob(&self, column: &str) -> Result<Vec<u8>>;
+    fn text<'a>(&self, column: impl Into<Col<'a>>) -> Result<String>;
+    fn opt_text<'a>(&self, column: impl Into<Col<'a>>) -> Result<Option<String>>;
+    fn int<'a>(&self, column: impl Into<Col<'a>>) -> Result<i64>;
+    fn opt_int<'a>(&self, column: impl Into<Col<'a>>) -> Result<Option<i64>>;
+    fn blob<'a>(&self, column: impl Into<Col<'a>>) -> Result<Vec<u8>>;
 }
 
-impl Columns for SqliteRow {
-    fn text(&self, column: &str) -> Result<String> {
-        Ok(self.try_get(column)?)
-    }
-    fn opt_text(&self, column: &str) -> Result<Option<String>> {
-        Ok(self.try_get(column)?)
-    }
-    fn int(&self, column: &str) -> Result<i64> {
-        Ok(self.try_get(column)?)
-    }
-    fn opt_int(&self, column: &str) -> Result<Option<i64>> {
-        Ok(self.try_get(column)?)
-    }
-    fn blob(&self, column: &str) -> Result<Vec<u8>> {
-        Ok(self.try_get(column)?)
-    }
+/// Implements [`Columns`] for a row type through its own `get(column)`
+/// (`$get` is called with a `&str` or a `usize`; `$err` maps its error).
+macro_rules! columns_via {
+    ($row:ty, |$r:ident, $c:ident| $get:expr) => {
+        impl Columns for $row {
+            fn text<'a>(&self, column: impl Into<Col<'a>>) -> Result<String> {
+                let ($r, $c) = (self, column.into());
+                $get
+            }
+            fn opt_text<'a>(&self, column: impl Into<Col<'a>>) -> Result<Option<String>> {
+                let ($r, $c) = (self, column.into());
+                $get
+            }
+            fn int<'a>(&self, column: impl Into<Col<'a>>) -> Result<i64> {
+                let ($r, $c) = (self, column.into());
+                $get
+            }
+            fn opt_int<'a>(&self, column: impl Into<Col<'a>>) -> Result<Option<i64>> {
+                let ($r, $c) = (self, column.into());
+                $get
+            }
+            fn blob<'a>(&self, column: impl Into<Col<'a>>) -> Result<Vec<u8>> {
+                let ($r, $c) = (self, column.into());
+                $get
+            }
+        }
+    };
 }
+pub(crate) use columns_via;
 
-impl Columns for rusqlite::Row<'_> {
-    fn text(&self, column: &str) -> Result<String> {
-        self.get(column)
-            .map_err(|e| StoreError::PointRead(e.to_string()))
-    }
-    fn opt_text(&self, column: &str) -> Result<Option<String>> {
-        self.get(column)
-            .map_err(|e| StoreError::PointRead(e.to_string()))
-    }
-    fn int(&self, column: &str) -> Result<i64> {
-        self.get(column)
-            .map_err(|e| StoreError::PointRead(e.to_string()))
-    }
-    fn opt_int(&self, column: &str) -> Result<Option<i64>> {
-        self.get(column)
-            .map_err(|e| StoreError::PointRead(e.to_string()))
-    }
-    fn blob(&self, column: &str) -> Result<Vec<u8>> {
-        self.get(column)
-            .map_err(|e| StoreError::PointRead(e.to_string()))
-    }
+columns_via!(SqliteRow, |row, column| Ok(match column {
+    Col::Name(name) => row.try_get(name)?,
+    Col::At(position) => row.try_get(position)?,
+}));
+
+columns_via!(rusqlite::Row<'_>, |row, column| match column {
+    Col::Name(name) => row.get(name),
+    Col::At(position) => row.get(position),
 }
+.map_err(|e| StoreError::PointRead(e.to_string())));
 
+/// Decodes a row of [`Dialect::device_columns`], by position.
 pub(crate) fn device_from_row(row: &impl Columns) -> Result<Device> {
-    let id = row.text("id")?;
-    let tags = tags_from_json(&row.text("tags")?)?;
-    let status = row.text("status")?;
+    let id = row.text(device_col::ID)?;
+    let tags = tags_from_json(&row.text(device_col::TAGS)?)?;
+    let status = row.text(device_col::STATUS)?;
     Ok(Device {
         id: DeviceId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        hardware: row.text("hardware")?,
-        version: row.opt_text("version")?,
+        hardware: row.text(device_col::HARDWARE)?,
+        version: row.opt_text(device_col::VERSION)?,
         status: DeviceStatus::parse(&status).ok_or_else(|| {
             StoreError::Corrupt(format!("device {id} has unknown status {status:?}"))
         })?,
         tags,
-        created_at: from_millis(row.int("created_at")?)?,
-        first_seen: row.opt_int("first_seen")?.map(from_millis).transpose()?,
-        last_seen: row.opt_int("last_seen")?.map(from_millis).transpose()?,
+        created_at: from_millis(row.int(device_col::CREATED_AT)?)?,
+        first_seen: row
+            .opt_int(device_col::FIRST_SEEN)?
+            .map(from_millis)
+            .transpose()?,
+        last_seen: row
+            .opt_int(device_col::LAST_SEEN)?
+            .map(from_millis)
+            .transpose()?,
     })
 }
 

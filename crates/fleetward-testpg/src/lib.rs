@@ -33,6 +33,17 @@ use std::time::{Duration, Instant};
 /// The environment variable that turns a skip into a failure.
 pub const REQUIRED_ENV: &str = "FLEETWARD_TEST_POSTGRES";
 
+/// Whether the server keeps its data through a power cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync, synchronous commit and full-page writes off: tests need not
+    /// survive a power cut, and run faster without.
+    Test,
+    /// PostgreSQL's own defaults, as an installation runs: what benchmarks
+    /// must measure.
+    Production,
+}
+
 /// A running private PostgreSQL. Dropping it stops the server and deletes
 /// its directory.
 #[derive(Debug)]
@@ -52,7 +63,7 @@ pub fn shared() -> Option<&'static PgServer> {
     SERVER
         .get_or_init(|| match find_bindir() {
             Some(bindir) => Some(
-                PgServer::start_in(&bindir)
+                PgServer::start_in(&bindir, Durability::Test)
                     .unwrap_or_else(|e| panic!("starting a private PostgreSQL failed: {e}")),
             ),
             None => {
@@ -183,11 +194,16 @@ fn free_port() -> Result<u16, String> {
 impl PgServer {
     /// Starts a private server with the binaries found by [`find_bindir`].
     pub fn start() -> Result<PgServer, String> {
-        let bindir = find_bindir().ok_or("PostgreSQL binaries not found")?;
-        PgServer::start_in(&bindir)
+        PgServer::start_with(Durability::Test)
     }
 
-    fn start_in(bindir: &Path) -> Result<PgServer, String> {
+    /// Starts a private server with the given durability.
+    pub fn start_with(durability: Durability) -> Result<PgServer, String> {
+        let bindir = find_bindir().ok_or("PostgreSQL binaries not found")?;
+        PgServer::start_in(&bindir, durability)
+    }
+
+    fn start_in(bindir: &Path, durability: Durability) -> Result<PgServer, String> {
         let prefix = demote_prefix()?;
         let dir = tempfile::Builder::new()
             .prefix("fleetward-pg-")
@@ -222,7 +238,7 @@ impl PgServer {
         // A free port can be taken between our probe and the server's bind.
         for _ in 0..5 {
             let port = free_port()?;
-            match PgServer::launch(bindir, &dir, &prefix, port) {
+            match PgServer::launch(bindir, &dir, &prefix, port, durability) {
                 Ok(server) => return Ok(server),
                 Err(e) => last_error = e,
             }
@@ -231,7 +247,13 @@ impl PgServer {
         Err(last_error)
     }
 
-    fn launch(bindir: &Path, dir: &Path, prefix: &[String], port: u16) -> Result<PgServer, String> {
+    fn launch(
+        bindir: &Path,
+        dir: &Path,
+        prefix: &[String],
+        port: u16,
+        durability: Durability,
+    ) -> Result<PgServer, String> {
         let log = dir.join(format!("postgres-{port}.log"));
         // "$@" is the postgres command line; the keeper stops it (fast
         // shutdown) and deletes the directory once its stdin closes.
@@ -267,16 +289,22 @@ impl PgServer {
                 "-c",
                 "listen_addresses=127.0.0.1",
                 "-c",
+                "max_connections=400",
+            ]);
+        match durability {
+            Durability::Test => keeper.args([
+                "-c",
                 "fsync=off",
                 "-c",
                 "synchronous_commit=off",
                 "-c",
                 "full_page_writes=off",
                 "-c",
-                "max_connections=400",
-                "-c",
                 "shared_buffers=64MB",
-            ]);
+            ]),
+            // A small production setting for a machine of a few GiB.
+            Durability::Production => keeper.args(["-c", "shared_buffers=1GB"]),
+        };
         let mut keeper = keeper
             .stdin(Stdio::piped())
             .stdout(Stdio::null())

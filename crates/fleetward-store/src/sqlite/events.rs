@@ -13,7 +13,7 @@ use crate::point_read::PointReader;
 use crate::query_sql::{PlainSql, SqlSink, events_page_sql};
 use crate::{AuditEntry, Result, StoreError};
 
-use crate::query_sql::ENTRY_COLUMNS;
+use crate::query_sql::{ENTRY_COLUMNS, entry_col};
 
 /// Rows per multi-row INSERT when appending events.
 const ROWS_PER_INSERT: usize = 256;
@@ -93,30 +93,31 @@ pub(crate) fn to_hash(bytes: &[u8]) -> Result<Hash> {
     Ok(Hash(array))
 }
 
+/// Decodes a row of [`ENTRY_COLUMNS`], by position.
 pub(crate) fn entry_from_row(row: &impl Columns) -> Result<Entry> {
-    let seq = to_seq(row.int("seq")?)?;
+    let seq = to_seq(row.int(entry_col::SEQ)?)?;
     let corrupt = |what: String| StoreError::Corrupt(format!("security event {seq}: {what}"));
-    let kind = row.text("kind")?;
-    let severity = row.text("severity")?;
+    let kind = row.text(entry_col::KIND)?;
+    let severity = row.text(entry_col::SEVERITY)?;
     let device = row
-        .opt_text("device")?
+        .opt_text(entry_col::DEVICE)?
         .map(|d| DeviceId::parse(&d).map_err(|e| corrupt(e.to_string())))
         .transpose()?;
     Ok(Entry {
         seq,
-        prev_hash: to_hash(&row.blob("prev_hash")?)?,
-        hash: to_hash(&row.blob("hash")?)?,
+        prev_hash: to_hash(&row.blob(entry_col::PREV_HASH)?)?,
+        hash: to_hash(&row.blob(entry_col::HASH)?)?,
         event: Event {
             kind: EventKind::parse(&kind)
                 .ok_or_else(|| corrupt(format!("unknown kind {kind:?}")))?,
             severity: Severity::parse(&severity)
                 .ok_or_else(|| corrupt(format!("unknown severity {severity:?}")))?,
             device,
-            source: row.opt_text("source")?,
-            server_time_ms: row.int("server_time")?,
-            device_time_ms: row.opt_int("device_time")?,
-            message: row.text("message")?,
-            detail: row.text("detail")?,
+            source: row.opt_text(entry_col::SOURCE)?,
+            server_time_ms: row.int(entry_col::SERVER_TIME)?,
+            device_time_ms: row.opt_int(entry_col::DEVICE_TIME)?,
+            message: row.text(entry_col::MESSAGE)?,
+            detail: row.text(entry_col::DETAIL)?,
         },
     })
 }
