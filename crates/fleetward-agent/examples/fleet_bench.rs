@@ -87,7 +87,7 @@ async fn main() {
                 &url,
                 &ca,
                 Some((&cert, &key)),
-                std::time::Duration::from_secs(60),
+                &fleetward_agent::config::Limits::default(),
             )
             .unwrap()
         })

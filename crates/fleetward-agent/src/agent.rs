@@ -113,7 +113,7 @@ impl Agent {
             &config.server,
             &ca,
             Some((&read(CERT_FILE)?, &read(KEY_FILE)?)),
-            Duration::from_secs(config.limits.request_timeout_secs),
+            &config.limits,
         )?;
         let reports = ReportBuffer::new(&config.state_dir, config.limits.max_buffered_reports);
         Ok(Agent {
@@ -211,7 +211,7 @@ impl Agent {
             &self.config.server,
             &ca,
             Some((issued.certificate.as_bytes(), key_pem.as_bytes())),
-            self.net.timeout,
+            &self.config.limits,
         )?;
         // Each file is replaced atomically; a power cut between the two
         // leaves a key and certificate that do not match, which fails

@@ -72,6 +72,11 @@ pub struct Limits {
     /// Seconds a download runs before its rate is judged (a slow start,
     /// e.g. TCP ramping up, is not an attack).
     pub slow_download_grace_secs: u64,
+    /// Seconds an idle connection to the server is kept for the next
+    /// request. A poll's requests share one connection; between polls it
+    /// is closed (NAT boxes drop idle flows anyway) and the next poll
+    /// resumes the TLS session instead of a full handshake.
+    pub idle_connection_secs: u64,
 }
 
 impl Default for Limits {
@@ -85,6 +90,7 @@ impl Default for Limits {
             request_timeout_secs: 60,
             min_download_rate: 1024,
             slow_download_grace_secs: 30,
+            idle_connection_secs: 30,
         }
     }
 }

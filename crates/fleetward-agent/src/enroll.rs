@@ -3,8 +3,6 @@
 //! stores both with mode 0600, then pins the director's key over the
 //! mutual-TLS connection it can now make.
 
-use std::time::Duration;
-
 use fleetward_tuf::PublicKey;
 use fleetward_wire::device::DirectorKey;
 use fleetward_wire::identity::{EnrollRequest, IssuedCertificate};
@@ -61,9 +59,8 @@ pub async fn enroll(config: &AgentConfig, token: &str) -> Result<String> {
     let ca = std::fs::read(&config.ca_cert).map_err(|e| AgentError::io(&config.ca_cert, e))?;
     let dir = StateDir::new(&config.state_dir);
     dir.create()?;
-    let timeout = Duration::from_secs(config.limits.request_timeout_secs);
     let (key_pem, csr) = make_key_and_csr(&config.device_id)?;
-    let anonymous = Net::new(&config.server, &ca, None, timeout)?;
+    let anonymous = Net::new(&config.server, &ca, None, &config.limits)?;
     let issued: IssuedCertificate = anonymous
         .post_json(
             "/device/v1/enroll",
@@ -86,7 +83,7 @@ pub async fn enroll(config: &AgentConfig, token: &str) -> Result<String> {
         &config.server,
         &ca,
         Some((issued.certificate.as_bytes(), key_pem.as_bytes())),
-        timeout,
+        &config.limits,
     )?;
     let key = fetch_director_key(&net).await?;
     let mut state = dir.load()?;

@@ -8,6 +8,7 @@ use futures::StreamExt as _;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
+use crate::config::Limits;
 use crate::{AgentError, Result};
 
 /// A client for one server, optionally presenting a device identity.
@@ -31,13 +32,15 @@ fn net_error(e: reqwest::Error) -> AgentError {
 }
 
 impl Net {
-    /// `identity`: the device certificate and key, PEM.
+    /// `identity`: the device certificate and key, PEM; `limits` give the
+    /// request timeout and how long an idle connection is kept.
     pub fn new(
         base: &str,
         ca_pem: &[u8],
         identity: Option<(&[u8], &[u8])>,
-        timeout: Duration,
+        limits: &Limits,
     ) -> Result<Self> {
+        let timeout = Duration::from_secs(limits.request_timeout_secs);
         let ca = reqwest::Certificate::from_pem(ca_pem)
             .map_err(|e| AgentError::Config(format!("fleet CA certificate: {e}")))?;
         let mut builder = reqwest::Client::builder()
@@ -46,6 +49,7 @@ impl Net {
             .add_root_certificate(ca)
             .connect_timeout(timeout)
             .read_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(limits.idle_connection_secs))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("fleetward-agent/", env!("CARGO_PKG_VERSION")));
         if let Some((cert, key)) = identity {

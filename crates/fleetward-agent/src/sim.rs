@@ -205,6 +205,10 @@ fn device_config(sim: &SimConfig, n: usize) -> Result<AgentConfig> {
         initial_version: Some(sim.initial_version.clone()),
         limits: Limits {
             request_timeout_secs: 120,
+            // Thousands of devices share this process's file descriptors
+            // with the server under test: a device's connection closes
+            // soon after its poll, as a real device's does between polls.
+            idle_connection_secs: 1,
             ..Limits::default()
         },
         downloads: Default::default(),
@@ -222,7 +226,7 @@ async fn enrol_one(sim: &SimConfig, n: usize, stats: &SimStats) -> Option<SimDev
         let config = device_config(sim, n)?;
         crate::enroll::enroll(&config, &sim.token).await?;
         let slots = SharedSlots::default();
-        let mut agent = Agent::with_installer(config, Box::new(slots.clone()))?;
+        let agent = Agent::with_installer(config, Box::new(slots.clone()))?;
         if sim.rollback_devices.contains(&n)
             || rand::thread_rng().gen_bool(sim.rollback_rate.clamp(0.0, 1.0))
         {
@@ -230,7 +234,6 @@ async fn enrol_one(sim: &SimConfig, n: usize, stats: &SimStats) -> Option<SimDev
             state.highest_version = Some("999.0.0".into());
             agent.dir.save(&state)?;
         }
-        agent.net.timeout = Duration::from_secs(120);
         Ok::<_, crate::AgentError>(SimDevice {
             agent,
             slots,
