@@ -38,8 +38,24 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(repo) = verify::check_repo_targets(&root, data, &pin, now)
         && let Ok(offer) = verify::check_director(&key.public(), data, me, &seen, now)
     {
-        let _ = verify::check_agreement(&offer, &repo, me);
+        let _ = verify::check_agreement(&offer, repo.targets.get(&offer.target_name), me);
         let _ = verify::decide(&offer.release, Some("1.0.0"), Some("1.0.0"));
+    }
+    // Delegated roles: the search over an attacker's delegation tree (path
+    // patterns included) and a delegated role's metadata.
+    if let Ok(raw) = fleetward_tuf::parse_signed::<fleetward_tuf::Targets>(data) {
+        let top = raw.signed;
+        let (mut search, mut found) = verify::TargetSearch::start(&top, "rev2/1.0.0/fw.img");
+        for _ in 0..64 {
+            let verify::Found::Next(role, delegations) = found else { break };
+            let _ = verify::check_delegated(&delegations, &role, data, &pin, now);
+            found = search.visit(&role.name, &top);
+        }
+    }
+    if let Ok(snapshot) = fleetward_tuf::parse_signed::<fleetward_tuf::Snapshot>(data) {
+        let seen: verify::SeenDelegated = [("rev2".to_owned(), 2)].into_iter().collect();
+        let _ = verify::check_snapshot_delegated(&snapshot.signed, &seen);
+        let _ = verify::delegated_pin(&snapshot.signed, "rev2");
     }
     let _ = serde_json::from_slice::<fleetward_wire::device::DirectorKey>(data);
     let _ = serde_json::from_slice::<fleetward_wire::device::ReportsAck>(data);

@@ -420,6 +420,7 @@ impl Agent {
             .await?
             .ok_or_else(|| Refusal::Mismatch("the pinned targets metadata is missing".into()))?;
         let targets = verify::check_repo_targets(&root, &targets, &targets_pin, at)?;
+        verify::check_snapshot_delegated(&snapshot, &state.seen_delegated)?;
         state.seen.timestamp = timestamp.version;
         state.seen.snapshot = snapshot.version;
         state.seen.targets = targets.version;
@@ -431,7 +432,10 @@ impl Agent {
             hardware: &self.config.hardware,
         };
         let offer = verify::check_director(&key, director, me, &state.seen, at)?;
-        verify::check_agreement(&offer, &targets, me)?;
+        let listed = self
+            .find_target(&snapshot, &targets, &offer.target_name, &mut state, at)
+            .await?;
+        verify::check_agreement(&offer, listed.as_ref(), me)?;
         if offer.length > limits.max_image_bytes {
             return Err(Refusal::Mismatch(format!(
                 "the image is {} bytes; this device takes at most {}",
@@ -442,6 +446,49 @@ impl Agent {
         state.seen.director = offer.version_of_metadata;
         self.dir.save(&state)?;
         Ok((offer, root))
+    }
+
+    /// What the image repository lists for `target`: the top-level targets
+    /// role, or the delegated role (product line) trusted for it, each
+    /// fetched at the version the snapshot pins and checked with the keys
+    /// its delegator names. Versions seen are persisted by the caller.
+    async fn find_target(
+        &self,
+        snapshot: &fleetward_tuf::Snapshot,
+        top: &fleetward_tuf::Targets,
+        target: &str,
+        state: &mut AgentState,
+        at: time::OffsetDateTime,
+    ) -> Result<Option<fleetward_tuf::TargetFile>> {
+        let max = self.config.limits.max_targets_bytes;
+        let (mut search, mut found) = verify::TargetSearch::start(top, target);
+        loop {
+            match found {
+                verify::Found::Listed(file) => return Ok(Some(file)),
+                verify::Found::Absent => return Ok(None),
+                verify::Found::Next(role, delegations) => {
+                    let pin = verify::delegated_pin(snapshot, &role.name)?;
+                    let bytes = self
+                        .net
+                        .get_bounded(
+                            &format!("/tuf/metadata/{}.{}.json", pin.version, role.name),
+                            pin.length.unwrap_or(max).min(max),
+                        )
+                        .await?
+                        .ok_or_else(|| {
+                            Refusal::Mismatch(format!(
+                                "the pinned {} metadata is missing",
+                                role.name
+                            ))
+                        })?;
+                    let targets = verify::check_delegated(&delegations, &role, &bytes, &pin, at)?;
+                    state
+                        .seen_delegated
+                        .insert(role.name.clone(), targets.version);
+                    found = search.visit(&role.name, &targets);
+                }
+            }
+        }
     }
 
     /// Drops a partial download nobody offers any more.

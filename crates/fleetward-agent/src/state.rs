@@ -28,6 +28,9 @@ pub const STATE_FILE: &str = "state.json";
 pub struct AgentState {
     /// Metadata versions seen verified; never go back.
     pub seen: SeenVersions,
+    /// Versions of delegated targets roles (product lines) seen verified.
+    #[serde(default)]
+    pub seen_delegated: crate::verify::SeenDelegated,
     /// The director's key, pinned right after enrolment.
     pub director_key: Option<PublicKey>,
     /// What the device runs now.

@@ -14,8 +14,9 @@
 use std::cmp::Ordering;
 
 use fleetward_tuf::{
-    MetaFile, PublicKey, ROLE_SNAPSHOT, ROLE_TARGETS, ROLE_TIMESTAMP, Root, Snapshot, TargetFile,
-    Targets, Timestamp, TufError, check_not_expired, parse_signed, verify_role,
+    DelegatedRole, Delegations, MetaFile, PublicKey, ROLE_SNAPSHOT, ROLE_TARGETS, ROLE_TIMESTAMP,
+    Root, Snapshot, TargetFile, Targets, Timestamp, TufError, check_not_expired, parse_signed,
+    verify_role,
 };
 use fleetward_wire::device::DeviceSecurityKind;
 use serde::{Deserialize, Serialize};
@@ -190,6 +191,136 @@ pub fn check_repo_targets(
     Ok(raw.signed)
 }
 
+/// Delegated targets roles the device has seen verified, by name, with
+/// their versions; like the top-level roles they never go back.
+pub type SeenDelegated = std::collections::BTreeMap<String, u64>;
+
+/// The snapshot's pins for delegated roles may not go back, nor may a role
+/// seen before disappear from it (TUF 1.0 §5.5.5).
+pub fn check_snapshot_delegated(snapshot: &Snapshot, seen: &SeenDelegated) -> Result<(), Refusal> {
+    for (role, trusted) in seen {
+        let pin = snapshot
+            .meta
+            .get(&format!("{role}.json"))
+            .ok_or_else(|| mismatch(format!("the snapshot no longer lists {role}.json")))?;
+        not_older(role, *trusted, pin.version)?;
+    }
+    Ok(())
+}
+
+/// The snapshot's pin of delegated role `role`.
+pub fn delegated_pin(snapshot: &Snapshot, role: &str) -> Result<MetaFile, Refusal> {
+    // The name goes into a URL: only names fleetward itself would make.
+    if !fleetward_tuf::valid_role_name(role) {
+        return Err(mismatch(format!("delegated role name {role:?}")));
+    }
+    snapshot
+        .meta
+        .get(&format!("{role}.json"))
+        .cloned()
+        .ok_or_else(|| mismatch(format!("the snapshot does not list {role}.json")))
+}
+
+/// Metadata of the delegated role `role` that `delegations` (of a targets
+/// role already trusted) name: the bytes the snapshot pinned, signed by
+/// the role's own threshold, at exactly the pinned version, not expired
+/// (TUF 1.0 §5.6 for a delegated role).
+pub fn check_delegated(
+    delegations: &Delegations,
+    role: &DelegatedRole,
+    bytes: &[u8],
+    pin: &MetaFile,
+    now: OffsetDateTime,
+) -> Result<Targets, Refusal> {
+    let file = format!("{}.json", role.name);
+    pinned(&file, bytes, pin)?;
+    let raw = parse_signed::<Targets>(bytes)?;
+    delegations.verify(role, &raw.canonical_signed, &raw.signatures)?;
+    if raw.signed.version != pin.version {
+        return Err(mismatch(format!(
+            "{} version {} is not the version {} the snapshot pins",
+            role.name, raw.signed.version, pin.version
+        )));
+    }
+    if raw.signed.expires.is_past(now) {
+        return Err(Refusal::Tuf(TufError::Expired {
+            role: role.name.clone(),
+            expires: raw.signed.expires.to_rfc3339(),
+        }));
+    }
+    Ok(raw.signed)
+}
+
+/// Where the search for a target goes next (TUF 1.0 §5.6.7.2, preorder
+/// depth first): a stack of (role, the targets metadata delegating to it).
+/// The caller fetches and checks each role with [`check_delegated`] and
+/// calls [`TargetSearch::visit`] with it.
+#[derive(Debug)]
+pub struct TargetSearch {
+    target: String,
+    stack: Vec<(DelegatedRole, Delegations)>,
+    visited: std::collections::BTreeSet<String>,
+}
+
+/// At most this many delegated roles are visited for one target, as
+/// python-tuf's `max_delegations`.
+pub const MAX_DELEGATIONS: usize = 32;
+
+/// The outcome of looking into one targets role.
+#[derive(Debug)]
+pub enum Found {
+    Listed(TargetFile),
+    /// Not here: visit this role next, delegated by these delegations.
+    Next(DelegatedRole, Delegations),
+    /// No role that is trusted for the target lists it.
+    Absent,
+}
+
+impl TargetSearch {
+    /// Starts at the top-level targets metadata.
+    pub fn start(top: &Targets, target: &str) -> (Self, Found) {
+        let mut search = TargetSearch {
+            target: target.to_owned(),
+            stack: Vec::new(),
+            visited: std::collections::BTreeSet::new(),
+        };
+        let found = search.visit(ROLE_TARGETS, top);
+        (search, found)
+    }
+
+    /// Looks into `targets`, the verified metadata of `role`.
+    pub fn visit(&mut self, role: &str, targets: &Targets) -> Found {
+        if let Some(file) = targets.targets.get(&self.target) {
+            return Found::Listed(file.clone());
+        }
+        self.visited.insert(role.to_owned());
+        if let Some(delegations) = &targets.delegations {
+            let (roles, terminating) = delegations.roles_for_target(&self.target);
+            if terminating {
+                // A terminating role forbids backtracking past it.
+                self.stack.clear();
+            }
+            for child in roles.into_iter().rev() {
+                self.stack.push((child.clone(), delegations.clone()));
+            }
+        }
+        self.next()
+    }
+
+    fn next(&mut self) -> Found {
+        while let Some((role, delegations)) = self.stack.pop() {
+            if self.visited.contains(&role.name) {
+                continue;
+            }
+            if self.visited.len() > MAX_DELEGATIONS {
+                return Found::Absent;
+            }
+            return Found::Next(role, delegations);
+        }
+        Found::Absent
+    }
+}
+
 /// What the director tells this device to install.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectorOffer {
@@ -290,12 +421,15 @@ pub fn check_director(
 /// The director and the image repository must describe the same image:
 /// listed under the same name with the same length and the same hashes,
 /// and (where the repository says) the same version and hardware.
+///
+/// `listed` is what the image repository's search found for the target
+/// (the top-level role or the delegated role trusted for it).
 pub fn check_agreement(
     offer: &DirectorOffer,
-    repo: &Targets,
+    listed: Option<&TargetFile>,
     me: Me<'_>,
 ) -> Result<TargetFile, Refusal> {
-    let listed = repo.targets.get(&offer.target_name).ok_or_else(|| {
+    let listed = listed.ok_or_else(|| {
         mismatch(format!(
             "the image repository does not list {}",
             offer.target_name
@@ -471,7 +605,7 @@ mod tests {
         let repo = check_repo_targets(&root, &targets, &pin, now()).unwrap();
         let director = bytes(director_targets(6, later(1), &image()), &[7]);
         let offer = check_director(&key(7).public(), &director, ME, &seen(), now()).unwrap();
-        check_agreement(&offer, &repo, ME).unwrap();
+        check_agreement(&offer, repo.targets.get(&offer.target_name), ME).unwrap();
         assert_eq!(offer.release, "1.1.0");
         assert_eq!(offer.execution_id, None);
     }
@@ -622,7 +756,7 @@ mod tests {
         let repo = repo_targets(6, &image());
         let agree = |image: &DirectorImage| {
             let offer = offer(&signed(image, 6, later(1), 7)).unwrap();
-            check_agreement(&offer, &repo, ME)
+            check_agreement(&offer, repo.targets.get(&offer.target_name), ME)
         };
         let disagreements = [
             (
@@ -672,9 +806,191 @@ mod tests {
         let good = offer(&signed(&image(), 6, later(1), 7)).unwrap();
         check(
             "repository lists other hardware",
-            check_agreement(&good, &wrong_hw, ME),
+            check_agreement(&good, wrong_hw.targets.get(&good.target_name), ME),
             Failed,
         );
+    }
+
+    /// Drives the delegation search as the agent does, over metadata held
+    /// here: `roles` maps a role to its metadata, signer and pinned version.
+    fn search(
+        top: &Targets,
+        target: &str,
+        roles: &BTreeMap<&str, (Targets, u8, u64)>,
+    ) -> (Result<Option<TargetFile>, Refusal>, Vec<String>) {
+        let mut visited = Vec::new();
+        let (mut search, mut found) = TargetSearch::start(top, target);
+        loop {
+            match found {
+                Found::Listed(file) => return (Ok(Some(file)), visited),
+                Found::Absent => return (Ok(None), visited),
+                Found::Next(role, delegations) => {
+                    visited.push(role.name.clone());
+                    let Some((meta, signer, pinned)) = roles.get(role.name.as_str()) else {
+                        return (Err(mismatch("not served")), visited);
+                    };
+                    let pin = MetaFile {
+                        version: *pinned,
+                        length: None,
+                        hashes: None,
+                    };
+                    let bytes = bytes(meta.clone(), &[*signer]);
+                    match check_delegated(&delegations, &role, &bytes, &pin, now()) {
+                        Ok(targets) => found = search.visit(&role.name, &targets),
+                        Err(refusal) => return (Err(refusal), visited),
+                    }
+                }
+            }
+        }
+    }
+
+    fn delegating(roles: &[(&str, u8, bool)]) -> Delegations {
+        let mut delegations = Delegations::default();
+        for (name, signer, terminating) in roles {
+            let id = fleetward_tuf::key_id(&key(*signer).public()).unwrap();
+            delegations.keys.insert(id.clone(), key(*signer).public());
+            delegations.roles.push(DelegatedRole {
+                name: (*name).to_owned(),
+                keyids: vec![id],
+                threshold: 1,
+                terminating: *terminating,
+                paths: Some(vec!["rev2/*/*".to_owned()]),
+                path_hash_prefixes: None,
+            });
+        }
+        delegations
+    }
+
+    #[test]
+    fn delegated_roles_are_searched_as_the_spec_says() {
+        let listing = repo_targets(1, &image());
+        let empty = Targets::new(1, later(30), BTreeMap::new());
+        let mut top = Targets::new(7, later(30), BTreeMap::new());
+        // a (key 10) and b (key 11, terminating) for rev2; c after b.
+        top.delegations = Some(delegating(&[
+            ("a", 10, false),
+            ("b", 11, true),
+            ("c", 12, false),
+        ]));
+        let mut nested = empty.clone();
+        nested.delegations = Some(delegating(&[("d", 13, false), ("a", 10, false)]));
+        let mut expired = listing.clone();
+        expired.expires = Expiry::at(now() - Duration::days(1));
+        let name = image().target_name;
+        type Roles<'a> = Vec<(&'a str, (Targets, u8, u64))>;
+        let check = |what: &str,
+                     roles: Roles<'_>,
+                     target: &str,
+                     expected: Result<bool, &str>,
+                     path: &[&str]| {
+            let roles: BTreeMap<&str, (Targets, u8, u64)> = roles.into_iter().collect();
+            let (got, visited) = search(&top, target, &roles);
+            match (&got, expected) {
+                (Ok(found), Ok(listed)) => assert_eq!(found.is_some(), listed, "{what}"),
+                (Err(refusal), Err(needle)) => {
+                    assert!(refusal.to_string().contains(needle), "{what}: {refusal}")
+                }
+                _ => panic!("{what}: got {got:?}"),
+            }
+            assert_eq!(visited, path, "{what}: roles visited");
+        };
+        check(
+            "listed by the first role",
+            vec![("a", (listing.clone(), 10, 1))],
+            &name,
+            Ok(true),
+            &["a"],
+        );
+        check(
+            "backtracks past a non-terminating role",
+            vec![
+                ("a", (empty.clone(), 10, 1)),
+                ("b", (listing.clone(), 11, 1)),
+            ],
+            &name,
+            Ok(true),
+            &["a", "b"],
+        );
+        check(
+            "stops at a terminating role",
+            vec![
+                ("a", (empty.clone(), 10, 1)),
+                ("b", (empty.clone(), 11, 1)),
+                ("c", (listing.clone(), 12, 1)),
+            ],
+            &name,
+            Ok(false),
+            &["a", "b"],
+        );
+        check(
+            "depth first: a's own delegation before b",
+            vec![
+                ("a", (nested.clone(), 10, 1)),
+                ("d", (listing.clone(), 13, 1)),
+            ],
+            &name,
+            Ok(true),
+            &["a", "d"],
+        );
+        check(
+            "a cycle back to a is not followed",
+            vec![
+                ("a", (nested.clone(), 10, 1)),
+                ("d", (empty.clone(), 13, 1)),
+                ("b", (listing.clone(), 11, 1)),
+            ],
+            &name,
+            Ok(true),
+            &["a", "d", "b"],
+        );
+        check(
+            "paths not delegated are never searched",
+            vec![("a", (listing.clone(), 10, 1))],
+            "rev3/1.1.0/fw.img",
+            Ok(false),
+            &[],
+        );
+        check(
+            "signed by another role's key",
+            vec![("a", (listing.clone(), 11, 1))],
+            &name,
+            Err("needs 1"),
+            &["a"],
+        );
+        check(
+            "not the version the snapshot pins",
+            vec![("a", (listing.clone(), 10, 2))],
+            &name,
+            Err("is not the version 2"),
+            &["a"],
+        );
+        check(
+            "expired",
+            vec![("a", (expired, 10, 1))],
+            &name,
+            Err("expired"),
+            &["a"],
+        );
+    }
+
+    #[test]
+    fn delegated_roles_never_go_back_in_the_snapshot() {
+        let mut delegated = BTreeMap::new();
+        delegated.insert("rev2".to_owned(), 3);
+        let snapshot = fleetward_tuf::snapshot_with(6, later(7), 6, &delegated);
+        let check = |seen: &[(&str, u64)]| {
+            let seen: SeenDelegated = seen.iter().map(|(r, v)| ((*r).to_owned(), *v)).collect();
+            check_snapshot_delegated(&snapshot, &seen)
+        };
+        assert_eq!(check(&[("rev2", 3)]), Ok(()));
+        assert_eq!(check(&[("rev2", 2)]), Ok(()));
+        assert!(matches!(
+            check(&[("rev2", 4)]),
+            Err(Refusal::MetadataRollback { .. })
+        ));
+        assert!(matches!(check(&[("rev3", 1)]), Err(Refusal::Mismatch(_))));
+        assert!(delegated_pin(&snapshot, "rev2").is_ok());
+        assert!(delegated_pin(&snapshot, "../x").is_err());
     }
 
     #[test]

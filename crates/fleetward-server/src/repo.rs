@@ -17,8 +17,8 @@ use fleetward_store::{
     AuditEntry, ReleaseRecord, ReleaseTransition, Store, StoreError, TufMetadataRecord,
 };
 use fleetward_tuf::{
-    Expiry, ROLE_ROOT, ROLE_SNAPSHOT, ROLE_TARGETS, ROLE_TIMESTAMP, Role as _, Root, Signed,
-    SigningKey, TargetFile, Targets, TufError,
+    Delegations, Expiry, ROLE_ROOT, ROLE_SNAPSHOT, ROLE_TARGETS, ROLE_TIMESTAMP, Role as _, Root,
+    Signed, SigningKey, TargetFile, Targets, TufError,
 };
 use time::OffsetDateTime;
 
@@ -217,6 +217,13 @@ pub async fn current_root(store: &dyn Store) -> Result<Option<Root>, RepoError> 
     Ok(Some(parsed.signed))
 }
 
+/// The current root, which every upload but the first root needs.
+async fn required_root(store: &dyn Store) -> Result<Root, RepoError> {
+    current_root(store)
+        .await?
+        .ok_or_else(|| RepoError::NotReady("the image repository has no root yet".into()))
+}
+
 /// Checks a root (first or rotation) and stores it. The root must give the
 /// snapshot and timestamp roles to exactly this server's online keys.
 pub async fn accept_root(
@@ -261,15 +268,15 @@ fn target_file(release: &ReleaseRecord, artifact: &fleetward_store::ArtifactReco
     }
 }
 
-/// The target entries the next targets metadata must list: every release
-/// that is signed, published or deprecated, plus `adding`.
+/// The target entries the image repository must list: every release that
+/// is signed, published or deprecated, plus `adding`.
 pub async fn expected_targets(
     store: &dyn Store,
-    adding: &ReleaseRecord,
+    adding: Option<&ReleaseRecord>,
 ) -> Result<BTreeMap<String, TargetFile>, RepoError> {
     let mut targets = BTreeMap::new();
     for release in store.list_releases().await? {
-        let listed = release.version == adding.version
+        let listed = adding.is_some_and(|a| a.version == release.version)
             || (release.state != ReleaseState::Draft && release.state.listed_in_targets());
         if !listed {
             continue;
@@ -288,12 +295,126 @@ pub async fn expected_targets(
     Ok(targets)
 }
 
-/// What the release manager is asked to sign for `release`.
+/// Which role signs `target`: the first delegated role (one per product
+/// line) whose paths match, or the top-level targets role (`None`). A
+/// client searching the repository finds it there first (spec §5.6.7).
+pub fn signing_role<'a>(delegations: Option<&'a Delegations>, target: &str) -> Option<&'a str> {
+    delegations?
+        .roles
+        .iter()
+        .find(|role| role.is_delegated_path(target))
+        .map(|role| role.name.as_str())
+}
+
+/// `targets` split by the role that must list each entry (`None`: the
+/// top-level role). Every delegated role gets an entry, empty or not.
+pub fn partition(
+    targets: BTreeMap<String, TargetFile>,
+    delegations: Option<&Delegations>,
+) -> BTreeMap<Option<String>, BTreeMap<String, TargetFile>> {
+    let mut listings: BTreeMap<Option<String>, BTreeMap<String, TargetFile>> = BTreeMap::new();
+    listings.insert(None, BTreeMap::new());
+    for role in delegations.iter().flat_map(|d| &d.roles) {
+        listings.insert(Some(role.name.clone()), BTreeMap::new());
+    }
+    for (name, file) in targets {
+        let role = signing_role(delegations, &name).map(str::to_owned);
+        listings.entry(role).or_default().insert(name, file);
+    }
+    listings
+}
+
+/// Signed metadata of `who` must list exactly `expected`, with the stored
+/// artifacts' lengths and hashes.
+fn check_listing(
+    who: &str,
+    listed: &BTreeMap<String, TargetFile>,
+    expected: &BTreeMap<String, TargetFile>,
+) -> Result<(), RepoError> {
+    for (name, file) in expected {
+        match listed.get(name) {
+            None => {
+                return Err(RepoError::Refused(format!(
+                    "the signed {who} metadata does not list {name}; sign the current signing request"
+                )));
+            }
+            Some(signed) if signed.length != file.length || signed.hashes != file.hashes => {
+                return Err(RepoError::Refused(format!(
+                    "the signed {who} metadata describes {name} with a different length or hashes than the stored artifact"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = listed.keys().find(|n| !expected.contains_key(*n)) {
+        return Err(RepoError::Refused(format!(
+            "the signed {who} metadata lists {extra}, which is not a signed, published or deprecated release of {who}"
+        )));
+    }
+    Ok(())
+}
+
+/// The served top-level targets metadata (checked when it was uploaded).
+async fn current_top(store: &dyn Store) -> Result<Option<Targets>, RepoError> {
+    let Some(latest) = store.tuf_latest(ROLE_TARGETS).await? else {
+        return Ok(None);
+    };
+    let raw = fleetward_tuf::parse_signed::<Targets>(&latest.body)
+        .map_err(|e| StoreError::Corrupt(format!("stored targets: {e}")))?;
+    Ok(Some(raw.signed))
+}
+
+/// The served metadata of delegated role `role`, parsed and checked
+/// against `delegations` (signature threshold).
+async fn current_delegated(
+    store: &dyn Store,
+    delegations: &Delegations,
+    role: &str,
+) -> Result<Option<(Targets, Vec<u8>)>, RepoError> {
+    let Some(latest) = store.tuf_latest(role).await? else {
+        return Ok(None);
+    };
+    let raw = fleetward_tuf::parse_signed::<Targets>(&latest.body)
+        .map_err(|e| StoreError::Corrupt(format!("stored {role} metadata: {e}")))?;
+    let delegated = delegations
+        .role(role)
+        .ok_or_else(|| RepoError::Refused(format!("{role} is not delegated")))?;
+    delegations.verify(delegated, &raw.canonical_signed, &raw.signatures)?;
+    Ok(Some((raw.signed, latest.body)))
+}
+
+/// The versions of every delegated role the snapshot must pin.
+async fn delegated_versions(
+    store: &dyn Store,
+    delegations: Option<&Delegations>,
+) -> Result<BTreeMap<String, u64>, RepoError> {
+    let mut versions = BTreeMap::new();
+    for role in delegations.iter().flat_map(|d| &d.roles) {
+        let latest = store.tuf_latest(&role.name).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!("delegated role {} has no metadata", role.name))
+        })?;
+        versions.insert(role.name.clone(), latest.version);
+    }
+    Ok(versions)
+}
+
+/// What a release manager signs for one release.
+#[derive(Debug)]
+pub struct SigningRequest {
+    /// The delegated role that signs, or `None` for the top-level targets role.
+    pub role: Option<String>,
+    pub targets: Targets,
+    /// The currently served metadata of that role, if any.
+    pub current: Option<serde_json::Value>,
+}
+
+/// What the release manager is asked to sign for `release`: the next
+/// metadata of the role that signs its product line.
 pub async fn signing_request(
     store: &dyn Store,
     release: &ReleaseRecord,
     now: OffsetDateTime,
-) -> Result<(Targets, Option<serde_json::Value>), RepoError> {
+) -> Result<SigningRequest, RepoError> {
     if current_root(store).await?.is_none() {
         return Err(RepoError::NotReady(
             "the image repository has no root yet; upload one with `fleetward keys root`".into(),
@@ -303,17 +424,28 @@ pub async fn signing_request(
         .state
         .after(ReleaseAction::Sign)
         .map_err(RepoError::Refused)?;
-    let current = store.tuf_latest(ROLE_TARGETS).await?;
+    let top = current_top(store).await?;
+    let delegations = top.as_ref().and_then(|t| t.delegations.as_ref());
+    let role = signing_role(delegations, &release.target_name).map(str::to_owned);
+    let stored_role = role.as_deref().unwrap_or(ROLE_TARGETS);
+    let current = store.tuf_latest(stored_role).await?;
     let version = current.as_ref().map_or(1, |c| c.version + 1);
     let current = current
         .map(|c| serde_json::from_slice(&c.body))
         .transpose()
-        .map_err(|e| StoreError::Corrupt(format!("stored targets: {e}")))?;
-    let targets = expected_targets(store, release).await?;
-    Ok((
-        Targets::new(version, Expiry::at(now + time::Duration::days(90)), targets),
+        .map_err(|e| StoreError::Corrupt(format!("stored {stored_role}: {e}")))?;
+    let mut listings = partition(expected_targets(store, Some(release)).await?, delegations);
+    let listing = listings.remove(&role).unwrap_or_default();
+    let mut targets = Targets::new(version, Expiry::at(now + time::Duration::days(90)), listing);
+    if role.is_none() {
+        // Re-signing the top-level role keeps its delegations.
+        targets.delegations = delegations.cloned();
+    }
+    Ok(SigningRequest {
+        role,
+        targets,
         current,
-    ))
+    })
 }
 
 /// Checks targets metadata signed offline for `release` and publishes it
@@ -326,38 +458,48 @@ pub async fn accept_targets(
     now: OffsetDateTime,
     audit: &AuditEntry,
 ) -> Result<Targets, RepoError> {
-    let root = current_root(store)
-        .await?
-        .ok_or_else(|| RepoError::NotReady("the image repository has no root yet".into()))?;
+    let root = required_root(store).await?;
     let to = release
         .state
         .after(ReleaseAction::Sign)
         .map_err(RepoError::Refused)?;
-    let current = store.tuf_latest(ROLE_TARGETS).await?.map(|c| c.version);
-    let targets = fleetward_tuf::check_targets(&root, bytes, current, now)?;
-    let expected = expected_targets(store, release).await?;
-    for (name, file) in &expected {
-        match targets.targets.get(name) {
-            None => {
-                return Err(RepoError::Refused(format!(
-                    "the signed targets do not list {name}; sign the current signing request"
-                )));
-            }
-            Some(signed) if signed.length != file.length || signed.hashes != file.hashes => {
-                return Err(RepoError::Refused(format!(
-                    "the signed targets describe {name} with a different length or hashes than the stored artifact"
-                )));
-            }
-            Some(_) => {}
+    let top = current_top(store).await?;
+    let delegations = top.as_ref().and_then(|t| t.delegations.as_ref());
+    let role = signing_role(delegations, &release.target_name);
+    let mut listings = partition(expected_targets(store, Some(release)).await?, delegations);
+    let expected = listings
+        .remove(&role.map(str::to_owned))
+        .unwrap_or_default();
+    let mut versions = delegated_versions(store, delegations).await?;
+    let (targets, stored_role, targets_version) = match (role, delegations) {
+        (Some(role), Some(delegations)) => {
+            let current = store.tuf_latest(role).await?.map(|c| c.version);
+            let signed =
+                fleetward_tuf::check_delegated_targets(delegations, role, bytes, current, now)?;
+            check_listing(role, &signed.targets, &expected)?;
+            versions.insert(role.to_owned(), signed.version);
+            let top_version = store
+                .tuf_latest(ROLE_TARGETS)
+                .await?
+                .map_or(0, |t| t.version);
+            (signed, role, top_version)
         }
-    }
-    if let Some(extra) = targets.targets.keys().find(|n| !expected.contains_key(*n)) {
-        return Err(RepoError::Refused(format!(
-            "the signed targets list {extra}, which is not a signed, published or deprecated release"
-        )));
-    }
+        _ => {
+            let current = store.tuf_latest(ROLE_TARGETS).await?.map(|c| c.version);
+            let signed = fleetward_tuf::check_targets(&root, bytes, current, now)?;
+            if signed.delegations.as_ref() != delegations {
+                return Err(RepoError::Refused(
+                    "the signed targets metadata changes the delegations; change them with `fleetward keys delegate`"
+                        .into(),
+                ));
+            }
+            check_listing(ROLE_TARGETS, &signed.targets, &expected)?;
+            let version = signed.version;
+            (signed, ROLE_TARGETS, version)
+        }
+    };
     let mut items = vec![record(
-        ROLE_TARGETS,
+        stored_role,
         targets.version,
         bytes.to_vec(),
         targets.expires,
@@ -368,7 +510,8 @@ pub async fn accept_targets(
             store,
             &releases.keys,
             &releases.config,
-            targets.version,
+            targets_version,
+            &versions,
             now,
         )
         .await?,
@@ -386,22 +529,129 @@ pub async fn accept_targets(
     Ok(targets)
 }
 
+/// Checks new top-level targets metadata that changes the delegations
+/// (signed offline with the targets keys), with the metadata of every
+/// delegated role it adds or re-keys (signed with that role's new keys),
+/// and publishes them together with a new snapshot and timestamp.
+///
+/// Afterwards the repository must be whole: the top-level role lists
+/// exactly the releases no delegation covers, and each delegated role
+/// (uploaded now, or as served before) is signed by its threshold under
+/// the new delegations and lists exactly its product line's releases.
+/// Anything else publishes nothing.
+pub async fn accept_delegations(
+    store: &dyn Store,
+    releases: &Releases,
+    top_bytes: &[u8],
+    roles: &BTreeMap<String, Vec<u8>>,
+    now: OffsetDateTime,
+    audit: &AuditEntry,
+) -> Result<Targets, RepoError> {
+    let root = required_root(store).await?;
+    let current = store.tuf_latest(ROLE_TARGETS).await?.map(|c| c.version);
+    let top = fleetward_tuf::check_targets(&root, top_bytes, current, now)?;
+    let delegations = top.delegations.clone().unwrap_or_default();
+    if let Some(stray) = roles.keys().find(|r| delegations.role(r).is_none()) {
+        return Err(RepoError::Refused(format!(
+            "metadata for {stray} was uploaded, but the new targets metadata does not delegate to it"
+        )));
+    }
+    let mut items = vec![record(
+        ROLE_TARGETS,
+        top.version,
+        top_bytes.to_vec(),
+        top.expires,
+        now,
+    )];
+    // Signatures and paths first (what is wrong with the upload itself),
+    // then whether the listings add up.
+    let mut signed_roles = Vec::new();
+    for role in &delegations.roles {
+        let stored = store.tuf_latest(&role.name).await?;
+        let signed = match roles.get(&role.name) {
+            Some(bytes) => {
+                let signed = fleetward_tuf::check_delegated_targets(
+                    &delegations,
+                    &role.name,
+                    bytes,
+                    stored.as_ref().map(|s| s.version),
+                    now,
+                )?;
+                items.push(record(
+                    &role.name,
+                    signed.version,
+                    bytes.clone(),
+                    signed.expires,
+                    now,
+                ));
+                signed
+            }
+            None => {
+                let (signed, _) = current_delegated(store, &delegations, &role.name)
+                    .await
+                    .map_err(|e| {
+                        RepoError::Refused(format!(
+                            "the served {} metadata does not verify under the new delegations ({e}); upload it re-signed",
+                            role.name
+                        ))
+                    })?
+                    .ok_or_else(|| {
+                        RepoError::Refused(format!(
+                            "{} is delegated but has no metadata; upload its first version",
+                            role.name
+                        ))
+                    })?;
+                fleetward_tuf::check_not_expired(&signed, now)?;
+                signed
+            }
+        };
+        signed_roles.push((role.name.clone(), signed));
+    }
+    let mut listings = partition(expected_targets(store, None).await?, Some(&delegations));
+    check_listing(
+        ROLE_TARGETS,
+        &top.targets,
+        &listings.remove(&None).unwrap_or_default(),
+    )?;
+    let mut versions = BTreeMap::new();
+    for (name, signed) in signed_roles {
+        let expected = listings.remove(&Some(name.clone())).unwrap_or_default();
+        check_listing(&name, &signed.targets, &expected)?;
+        versions.insert(name, signed.version);
+    }
+    items.extend(
+        online_metadata(
+            store,
+            &releases.keys,
+            &releases.config,
+            top.version,
+            &versions,
+            now,
+        )
+        .await?,
+    );
+    store.publish_tuf(&items, &[], audit).await?;
+    Ok(top)
+}
+
 /// New snapshot (pinning targets `targets_version`) and timestamp.
 async fn online_metadata(
     store: &dyn Store,
     keys: &OnlineKeys,
     config: &ReleaseConfig,
     targets_version: u64,
+    delegated: &BTreeMap<String, u64>,
     now: OffsetDateTime,
 ) -> Result<Vec<TufMetadataRecord>, RepoError> {
     let snapshot_version = store
         .tuf_latest(ROLE_SNAPSHOT)
         .await?
         .map_or(1, |s| s.version + 1);
-    let snapshot = fleetward_tuf::snapshot_for(
+    let snapshot = fleetward_tuf::snapshot_with(
         snapshot_version,
         Expiry::at(now + config.snapshot_lifetime),
         targets_version,
+        delegated,
     );
     let snapshot_expires = snapshot.expires();
     let snapshot_bytes = Signed::sign(snapshot, &[&keys.snapshot])?.to_bytes()?;
@@ -468,7 +718,10 @@ pub async fn refresh(
         let Some(targets) = store.tuf_latest(ROLE_TARGETS).await? else {
             return Ok(false);
         };
-        online_metadata(store, keys, config, targets.version, now).await?
+        let top = current_top(store).await?;
+        let versions =
+            delegated_versions(store, top.as_ref().and_then(|t| t.delegations.as_ref())).await?;
+        online_metadata(store, keys, config, targets.version, &versions, now).await?
     } else if timestamp_due {
         vec![timestamp_record(store, keys, config, snapshot.version, &snapshot.body, now).await?]
     } else {
@@ -535,19 +788,28 @@ pub async fn check_publishable(
         .ok_or_else(|| RepoError::Refused("no signed targets metadata".into()))?;
     let raw = fleetward_tuf::parse_signed::<Targets>(&latest.body)?;
     fleetward_tuf::verify_role(&raw.canonical_signed, &raw.signatures, &root, ROLE_TARGETS)?;
-    if raw.signed.expires.is_past(now) {
-        return Err(TufError::Expired {
-            role: ROLE_TARGETS.to_owned(),
-            expires: raw.signed.expires.to_rfc3339(),
+    fleetward_tuf::check_not_expired(&raw.signed, now)?;
+    let top = raw.signed;
+    let delegations = top.delegations.as_ref();
+    let listing = match (signing_role(delegations, &release.target_name), delegations) {
+        (Some(role), Some(delegations)) => {
+            let (signed, _) = current_delegated(store, delegations, role)
+                .await?
+                .ok_or_else(|| RepoError::Refused(format!("{role} has no signed metadata")))?;
+            fleetward_tuf::check_not_expired(&signed, now).map_err(|_| TufError::Expired {
+                role: role.to_owned(),
+                expires: signed.expires.to_rfc3339(),
+            })?;
+            signed.targets
         }
-        .into());
-    }
+        _ => top.targets,
+    };
     let artifact = store
         .artifact(&release.artifact_sha256)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("artifact of {}", release.version)))?;
     let expected = target_file(release, &artifact);
-    match raw.signed.targets.get(&release.target_name) {
+    match listing.get(&release.target_name) {
         Some(file) if file.length == expected.length && file.hashes == expected.hashes => {}
         _ => {
             return Err(RepoError::Refused(format!(

@@ -20,20 +20,22 @@ use crate::artifacts::is_hex;
 use crate::auth::{Auth, perm};
 use crate::error::{ApiError, Path};
 
-/// Which stored metadata a file name under `/tuf/metadata/` means.
+/// Which stored metadata a file name under `/tuf/metadata/` means: a
+/// top-level role, or a delegated one (`3.rev2.json`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetadataFile {
-    Version(&'static str, u64),
-    Latest(&'static str),
+    Version(String, u64),
+    Latest(String),
 }
 
-/// Parses `1.root.json`, `timestamp.json`, `3.targets.json`, `root.json`…
+/// Parses `1.root.json`, `timestamp.json`, `3.targets.json`, `root.json`,
+/// `2.rev2.json`…
 pub fn parse_metadata_file(name: &str) -> Option<MetadataFile> {
     let stem = name.strip_suffix(".json")?;
     let role = |r: &str| {
-        [ROLE_ROOT, ROLE_TARGETS, ROLE_SNAPSHOT, ROLE_TIMESTAMP]
-            .into_iter()
-            .find(|known| *known == r)
+        ([ROLE_ROOT, ROLE_TARGETS, ROLE_SNAPSHOT, ROLE_TIMESTAMP].contains(&r)
+            || fleetward_tuf::valid_role_name(r))
+        .then(|| r.to_owned())
     };
     match stem.split_once('.') {
         None => role(stem).map(MetadataFile::Latest),
@@ -59,8 +61,8 @@ pub fn parse_metadata_file(name: &str) -> Option<MetadataFile> {
 async fn metadata(state: &AppState, name: &str) -> Result<Response, ApiError> {
     let not_found = || ApiError::not_found(format!("metadata {name} not found"));
     let record = match parse_metadata_file(name).ok_or_else(not_found)? {
-        MetadataFile::Latest(role) => state.store.tuf_latest(role).await?,
-        MetadataFile::Version(role, version) => state.store.tuf_version(role, version).await?,
+        MetadataFile::Latest(role) => state.store.tuf_latest(&role).await?,
+        MetadataFile::Version(role, version) => state.store.tuf_version(&role, version).await?,
     }
     .ok_or_else(not_found)?;
     Ok((
@@ -243,15 +245,21 @@ mod tests {
         let check = |name: &str, expected: Option<M>| {
             assert_eq!(parse_metadata_file(name), expected, "{name}")
         };
-        check("1.root.json", Some(M::Version("root", 1)));
-        check("12.targets.json", Some(M::Version("targets", 12)));
-        check("3.snapshot.json", Some(M::Version("snapshot", 3)));
-        check("timestamp.json", Some(M::Latest("timestamp")));
-        check("root.json", Some(M::Latest("root")));
+        let version = |role: &str, v| Some(M::Version(role.to_owned(), v));
+        check("1.root.json", version("root", 1));
+        check("12.targets.json", version("targets", 12));
+        check("3.snapshot.json", version("snapshot", 3));
+        check("timestamp.json", Some(M::Latest("timestamp".into())));
+        check("root.json", Some(M::Latest("root".into())));
+        // Delegated roles (one per product line).
+        check("2.rev2.json", version("rev2", 2));
+        check("rev2.json", Some(M::Latest("rev2".into())));
+        check("2.Rev2.json", None);
+        check("2.rev.2.json", None);
+        check("2.2rev.json", None);
         check("1.timestamp.json", None);
         check("01.root.json", None);
         check("-1.root.json", None);
-        check("1.mirrors.json", None);
         check("1.root", None);
         check("99999999999999999999.root.json", None);
         check("../1.root.json", None);

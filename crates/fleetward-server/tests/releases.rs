@@ -1260,5 +1260,71 @@ async fn python_tuf_ngclient_verifies_and_refuses_bad_metadata() {
         );
         eprintln!("python-tuf refused {what}: {got}: {}", answer["message"]);
     }
+
+    // State 3: product line rev3 delegated to its own role (one key);
+    // python-tuf walks the delegation (TUF 1.0 §5.6.7) to find its image.
+    let rev3_key = key(50);
+    let top = server
+        .get(&server.admin, "/tuf/metadata/targets.json")
+        .await
+        .body;
+    let mut top: Targets = serde_json::from_value(top["signed"].clone()).unwrap();
+    top.version += 1;
+    let id = fleetward_tuf::key_id(&rev3_key.public()).unwrap();
+    let mut delegations = fleetward_tuf::Delegations::default();
+    delegations.keys.insert(id.clone(), rev3_key.public());
+    delegations.roles.push(fleetward_tuf::DelegatedRole {
+        name: "rev3".into(),
+        keyids: vec![id],
+        threshold: 1,
+        terminating: true,
+        paths: Some(vec!["rev3/*/*".into()]),
+        path_hash_prefixes: None,
+    });
+    top.delegations = Some(delegations);
+    let first_role = Targets::new(1, future_days(30), Default::default());
+    let delegation = json!({
+        "targets": serde_json::to_value(Signed::sign(top, &[&t[0], &t[1]]).unwrap()).unwrap(),
+        "roles": {"rev3": serde_json::to_value(Signed::sign(first_role, &[&rev3_key]).unwrap()).unwrap()},
+    });
+    let answer = server
+        .post(&server.admin, "/api/v1/tuf/delegations", delegation)
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    let image_c = b"firmware rev3 2.0.0".to_vec();
+    let sha_c = upload(&server, &image_c).await.body["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    create_release(&server, "2.0.0", "rev3", &sha_c).await;
+    let body = sign_request(&server, "2.0.0", &[&rev3_key], |_| {}).await;
+    let answer = raw_post(&server, "/api/v1/releases/2.0.0/signature", body).await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    let c = client("c1", "rev3/2.0.0/fw.img", vec![]).await;
+    assert_eq!(c["ok"], true, "{c}");
+    assert_eq!(c["sha256"], sha_c.as_str());
+    let b = client("c1", "rev2/1.5.0/fw.img", vec![]).await;
+    assert_eq!(b["ok"], true, "rev2 stays with the top-level role: {b}");
+    // The delegated role's metadata re-signed by a key the delegation does
+    // not name.
+    let role_2 = fetch("2.rev3.json").await;
+    let raw = fleetward_tuf::parse_signed::<Targets>(&role_2).unwrap();
+    let foreign_role = save("rev3-foreign.json", &signed(raw.signed, &[&key(51)]));
+    let answer = client(
+        "c7",
+        "rev3/2.0.0/fw.img",
+        vec![format!("2.rev3.json={foreign_role}")],
+    )
+    .await;
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert_eq!(answer["error"], "UnsignedMetadataError", "{answer}");
+    eprintln!(
+        "python-tuf found rev3/2.0.0 through the rev3 delegation and refused the role re-signed by a foreign key: {}",
+        answer["message"]
+    );
     server.stop().await;
+}
+
+fn future_days(days: i64) -> Expiry {
+    Expiry::at(OffsetDateTime::now_utc() + Duration::days(days))
 }

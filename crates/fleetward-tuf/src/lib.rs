@@ -15,20 +15,23 @@
 //! Why not the `tough` crate: see ARCHITECTURE.md ("TUF").
 
 mod cjson;
+mod delegation;
 mod keys;
 mod meta;
 mod verify;
 
 pub use cjson::canonical;
+pub use delegation::{DelegatedRole, Delegations, path_matches, valid_role_name};
 pub use keys::{PublicKey, SigningKey, key_id};
 pub use meta::{
     Expiry, MetaFile, ROLE_ROOT, ROLE_SNAPSHOT, ROLE_TARGETS, ROLE_TIMESTAMP, Role, RoleKeys, Root,
     SPEC_VERSION, Signature, Signed, Snapshot, TargetFile, Targets, Timestamp,
 };
 pub use verify::{
-    DirectorImage, RawSigned, check_initial_root, check_not_expired, check_root_successor,
-    check_root_update, check_targets, director_targets, parse_signed, snapshot_for, timestamp_for,
-    timestamp_refresh_due, valid_target_name, verify_role,
+    DirectorImage, RawSigned, check_delegated_targets, check_initial_root, check_not_expired,
+    check_root_successor, check_root_update, check_targets, director_targets, parse_signed,
+    snapshot_for, snapshot_with, timestamp_for, timestamp_refresh_due, valid_target_name,
+    verify_role,
 };
 
 /// Everything that can be wrong with metadata, in words a release manager

@@ -197,7 +197,7 @@ pub struct Targets {
     pub expires: Expiry,
     pub targets: BTreeMap<String, TargetFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delegations: Option<serde_json::Value>,
+    pub delegations: Option<crate::Delegations>,
 }
 
 impl Targets {

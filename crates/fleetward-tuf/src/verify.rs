@@ -12,6 +12,7 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 
+use crate::delegation::Delegations;
 use crate::meta::{Expiry, MetaFile, Role, Root, Snapshot, TargetFile, Targets, Timestamp};
 use crate::{
     ROLE_ROOT, ROLE_TARGETS, Result, SPEC_VERSION, Signature, TufError, cjson,
@@ -79,6 +80,18 @@ pub fn verify_role(
     role: &str,
 ) -> Result<()> {
     let (keys, threshold) = root.role_keys(role)?;
+    verify_threshold(canonical_signed, signatures, keys, threshold, role)
+}
+
+/// The threshold rule for any role, top-level or delegated: distinct
+/// authorised keys with a valid signature over the canonical bytes.
+pub(crate) fn verify_threshold(
+    canonical_signed: &[u8],
+    signatures: &[Signature],
+    keys: Vec<(&String, &crate::PublicKey)>,
+    threshold: u64,
+    role: &str,
+) -> Result<()> {
     let mut valid = BTreeSet::new();
     for signature in signatures {
         let Some((id, key)) = keys.iter().find(|(id, _)| **id == signature.keyid) else {
@@ -205,7 +218,13 @@ pub fn check_targets(
         });
     }
     not_expired(&raw.signed, now)?;
-    for (name, file) in &raw.signed.targets {
+    check_entries(&raw.signed)?;
+    Ok(raw.signed)
+}
+
+/// Well-formed target entries and delegations, in any targets metadata.
+fn check_entries(targets: &Targets) -> Result<()> {
+    for (name, file) in &targets.targets {
         if !valid_target_name(name) {
             return Err(TufError::Malformed(format!("target name {name:?}")));
         }
@@ -216,12 +235,82 @@ pub fn check_targets(
             )));
         }
     }
+    if let Some(delegations) = &targets.delegations {
+        delegations.check_consistent()?;
+    }
+    Ok(())
+}
+
+/// Uploaded metadata of the delegated role `role` of `delegations`: signed
+/// by the role's threshold, version above `current`, not expired,
+/// well-formed, and listing only targets the role is trusted for (a client
+/// would ignore the others; the server refuses them at the door).
+pub fn check_delegated_targets(
+    delegations: &Delegations,
+    role: &str,
+    bytes: &[u8],
+    current: Option<u64>,
+    now: OffsetDateTime,
+) -> Result<Targets> {
+    let delegated = delegations
+        .role(role)
+        .ok_or_else(|| TufError::Malformed(format!("no delegated role {role}")))?;
+    let raw = parse_signed::<Targets>(bytes)?;
+    delegations.verify(delegated, &raw.canonical_signed, &raw.signatures)?;
+    let current = current.unwrap_or(0);
+    if raw.signed.version <= current {
+        return Err(TufError::VersionNotIncreasing {
+            role: role.to_owned(),
+            current,
+            got: raw.signed.version,
+        });
+    }
+    if raw.signed.expires.is_past(now) {
+        return Err(TufError::Expired {
+            role: role.to_owned(),
+            expires: raw.signed.expires.to_rfc3339(),
+        });
+    }
+    check_entries(&raw.signed)?;
+    if let Some(outside) = raw
+        .signed
+        .targets
+        .keys()
+        .find(|name| !delegated.is_delegated_path(name))
+    {
+        return Err(TufError::Malformed(format!(
+            "{role} lists {outside}, which is outside the paths delegated to it"
+        )));
+    }
     Ok(raw.signed)
 }
 
 /// The snapshot pinning targets `targets_version`.
 pub fn snapshot_for(version: u64, expires: Expiry, targets_version: u64) -> Snapshot {
-    let mut meta = BTreeMap::new();
+    snapshot_with(version, expires, targets_version, &BTreeMap::new())
+}
+
+/// The snapshot pinning targets `targets_version` and each delegated role
+/// at its version (`<role>.json`, as spec §4.4 names them).
+pub fn snapshot_with(
+    version: u64,
+    expires: Expiry,
+    targets_version: u64,
+    delegated: &BTreeMap<String, u64>,
+) -> Snapshot {
+    let mut meta: BTreeMap<String, MetaFile> = delegated
+        .iter()
+        .map(|(role, version)| {
+            (
+                format!("{role}.json"),
+                MetaFile {
+                    version: *version,
+                    length: None,
+                    hashes: None,
+                },
+            )
+        })
+        .collect();
     meta.insert(
         "targets.json".to_owned(),
         MetaFile {

@@ -75,9 +75,24 @@ pub struct SigningRequest {
     /// `expires`.
     #[schema(value_type = Object)]
     pub signed: serde_json::Value,
-    /// The currently served targets metadata, if any (signed envelope).
+    /// The currently served metadata of that role, if any (signed envelope).
     #[schema(value_type = Option<Object>)]
     pub current: Option<serde_json::Value>,
+    /// The delegated role (product line) that signs this release, or
+    /// absent for the top-level targets role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+/// New top-level targets metadata that changes the delegations, with the
+/// metadata of each delegated role it adds or re-keys (signed envelopes).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct DelegationUpload {
+    #[schema(value_type = Object)]
+    pub targets: serde_json::Value,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub roles: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// The server's online public keys, to put into root metadata.

@@ -520,6 +520,109 @@ fn signed_release_flow_with_offline_keys() {
     assert_eq!(server.terminate(), 0);
 }
 
+/// A product line delegated to its own keys with `fleetward keys delegate`:
+/// its signed releases move into the role, its new releases are signed
+/// with its keys only, other product lines stay with the top-level keys,
+/// and re-keying the role retires the old keys.
+#[test]
+fn product_line_delegation_over_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (keys, rev2_keys, rev2_new_keys) = (path("keys"), path("rev2-keys"), path("rev2-new"));
+    for args in [
+        vec!["keys", "init", "--dir", &keys],
+        vec!["keys", "root", "--dir", &keys],
+    ] {
+        let (code, _, err) = server.cli(&args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    let create = |version: &str, hardware: &str| {
+        let image = dir.path().join(format!("{version}.img"));
+        std::fs::write(&image, format!("image {version} for {hardware}")).unwrap();
+        server.json(&[
+            "release",
+            "create",
+            "--version",
+            version,
+            "--hardware",
+            hardware,
+            "--artifact",
+            image.to_str().unwrap(),
+            "--quiet",
+        ]);
+    };
+    let sign =
+        |version: &str, keys: &str| server.cli(&["release", "sign", version, "--keys", keys]);
+    create("1.4.0", "rev2");
+    let (code, _, err) = sign("1.4.0", &keys);
+    assert_eq!(code, 0, "{err}");
+
+    let delegate = |role_dir: &str| {
+        server.cli(&[
+            "keys",
+            "delegate",
+            "--dir",
+            &keys,
+            "--role",
+            "rev2",
+            "--role-dir",
+            role_dir,
+        ])
+    };
+    let (code, out, err) = delegate(&rev2_keys);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("> rev2/1.4.0/1.4.0.img (now signed by rev2)"),
+        "{out}"
+    );
+    let (code, _, err) = delegate(&rev2_keys);
+    assert_ne!(code, 0, "a directory holding keys is never overwritten");
+    assert!(err.contains("holds keys already"), "{err}");
+    let (code, _, err) = server.cli(&[
+        "keys",
+        "delegate",
+        "--dir",
+        &keys,
+        "--role",
+        "targets",
+        "--role-dir",
+        &path("bad"),
+    ]);
+    assert_ne!(code, 0, "a top-level role name is refused");
+    assert!(err.contains("role name"), "{err}");
+    assert!(!dir.path().join("bad").exists(), "nothing made");
+
+    create("1.5.0", "rev2");
+    let (code, _, err) = sign("1.5.0", &keys);
+    assert_ne!(code, 0, "the top-level keys do not sign rev2 any more");
+    assert!(err.contains("delegated role rev2"), "{err}");
+    let (code, out, err) = sign("1.5.0", &rev2_keys);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Signed rev2 version 2"), "{out}");
+    let (code, _, err) = server.cli(&["release", "publish", "1.5.0"]);
+    assert_eq!(code, 0, "{err}");
+
+    create("3.0.0", "rev3");
+    let (code, _, err) = sign("3.0.0", &rev2_keys);
+    assert_ne!(code, 0, "rev2 keys do not sign rev3");
+    assert!(err.contains("role rev2"), "{err}");
+    let (code, _, err) = sign("3.0.0", &keys);
+    assert_eq!(code, 0, "{err}");
+
+    // Re-keying rev2: the old keys sign nothing more.
+    let (code, _, err) = delegate(&rev2_new_keys);
+    assert_eq!(code, 0, "{err}");
+    create("1.6.0", "rev2");
+    let (code, _, err) = sign("1.6.0", &rev2_keys);
+    assert_ne!(code, 0, "retired keys");
+    assert!(err.contains("not signed by these keys"), "{err}");
+    let (code, _, err) = sign("1.6.0", &rev2_new_keys);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = server.cli(&["release", "publish", "1.6.0"]);
+    assert_eq!(code, 0, "{err}");
+}
+
 /// `fleetward rollout …` against a real server, with a release published
 /// the release manager's way.
 #[test]

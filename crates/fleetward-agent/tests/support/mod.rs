@@ -30,6 +30,8 @@ pub struct Server {
     pub targets_keys: Vec<SigningKey>,
     /// The signed root v1, as provisioned on devices.
     pub root_bytes: Vec<u8>,
+    /// Keys of delegated targets roles (product lines), by role.
+    pub delegated_keys: std::sync::Mutex<std::collections::BTreeMap<String, Vec<SigningKey>>>,
 }
 
 fn key(n: u8) -> SigningKey {
@@ -74,6 +76,7 @@ impl Server {
             root_keys: (1..=3).map(key).collect(),
             targets_keys: (4..=6).map(key).collect(),
             root_bytes: Vec::new(),
+            delegated_keys: Default::default(),
         };
         let online = this.get("/api/v1/tuf/online-keys").await;
         let online: (PublicKey, PublicKey) = (
@@ -192,6 +195,12 @@ impl Server {
     /// Uploads `image`, creates release `version` for `hardware`, signs it
     /// with 2 of 3 targets keys and publishes it.
     pub async fn publish(&self, version: &str, hardware: &str, image: &[u8]) {
+        self.create_release(version, hardware, image).await;
+        self.sign_and_publish(version).await;
+    }
+
+    /// Uploads `image` and creates the draft release `version` of it.
+    pub async fn create_release(&self, version: &str, hardware: &str, image: &[u8]) {
         let sha256 = hex::encode(Sha256::digest(image));
         let (status, answer) = self
             .raw_post(
@@ -208,11 +217,21 @@ impl Server {
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{answer:?}");
+    }
+
+    /// Signs release `version` with the keys of the role that signs it
+    /// (2 of 3 targets keys, or its product line's) and publishes it.
+    pub async fn sign_and_publish(&self, version: &str) {
         let request = self
             .get(&format!("/api/v1/releases/{version}/signing-request"))
             .await;
         let targets: Targets = serde_json::from_value(request["signed"].clone()).unwrap();
-        let signed = Signed::sign(targets, &[&self.targets_keys[0], &self.targets_keys[2]])
+        // A product line's releases are signed by its delegated role.
+        let signers = match request["role"].as_str() {
+            Some(role) => self.delegated_keys.lock().unwrap()[role].clone(),
+            None => vec![self.targets_keys[0].clone(), self.targets_keys[2].clone()],
+        };
+        let signed = Signed::sign(targets, &signers.iter().collect::<Vec<_>>())
             .unwrap()
             .to_bytes()
             .unwrap();
@@ -228,6 +247,94 @@ impl Server {
             .post(&format!("/api/v1/releases/{version}/publish"), json!({}))
             .await;
         assert_eq!(status, StatusCode::OK, "{answer:?}");
+    }
+
+    /// The body of `POST /api/v1/tuf/delegations` that delegates `paths`
+    /// to `role` with `keys` (threshold `threshold`), moving the releases
+    /// it covers out of the top-level listing: new top-level targets signed
+    /// by `top_signers`, the role's metadata signed by `role_signers`.
+    pub async fn delegation_upload(
+        &self,
+        role: &str,
+        paths: &[&str],
+        keys: &[PublicKey],
+        threshold: u64,
+        top_signers: &[&SigningKey],
+        role_signers: &[&SigningKey],
+    ) -> Value {
+        let expires = Expiry::at(OffsetDateTime::now_utc() + Duration::days(30));
+        let current = self
+            .http
+            .get(format!("{}/tuf/metadata/targets.json", self.base))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .unwrap();
+        let mut top = if current.status() == StatusCode::NOT_FOUND {
+            Targets::new(0, expires, Default::default())
+        } else {
+            let current: Value = current.json().await.unwrap();
+            serde_json::from_value(current["signed"].clone()).unwrap()
+        };
+        top.version += 1;
+        top.expires = expires;
+        let mut delegations = top.delegations.take().unwrap_or_default();
+        let mut keyids = Vec::new();
+        for key in keys {
+            let id = fleetward_tuf::key_id(key).unwrap();
+            delegations.keys.insert(id.clone(), key.clone());
+            keyids.push(id);
+        }
+        delegations.roles.push(fleetward_tuf::DelegatedRole {
+            name: role.to_owned(),
+            keyids,
+            threshold,
+            terminating: true,
+            paths: Some(paths.iter().map(|p| (*p).to_owned()).collect()),
+            path_hash_prefixes: None,
+        });
+        let covered: Vec<String> = top
+            .targets
+            .keys()
+            .filter(|t| paths.iter().any(|p| fleetward_tuf::path_matches(p, t)))
+            .cloned()
+            .collect();
+        let mut listing = std::collections::BTreeMap::new();
+        for target in covered {
+            listing.insert(target.clone(), top.targets.remove(&target).unwrap());
+        }
+        top.delegations = Some(delegations);
+        let role_meta = Targets::new(1, expires, listing);
+        json!({
+            "targets": serde_json::to_value(Signed::sign(top, top_signers).unwrap()).unwrap(),
+            "roles": {
+                role: serde_json::to_value(Signed::sign(role_meta, role_signers).unwrap()).unwrap(),
+            },
+        })
+    }
+
+    /// Delegates `hardware/*/*` to a role named `hardware` with `keys`
+    /// (threshold 1), signed by 2 of 3 targets keys; later releases of that
+    /// hardware are signed with `keys`.
+    pub async fn delegate(&self, hardware: &str, keys: Vec<SigningKey>) {
+        let public: Vec<PublicKey> = keys.iter().map(SigningKey::public).collect();
+        let pattern = format!("{hardware}/*/*");
+        let upload = self
+            .delegation_upload(
+                hardware,
+                &[&pattern],
+                &public,
+                1,
+                &[&self.targets_keys[0], &self.targets_keys[2]],
+                &keys.iter().collect::<Vec<_>>(),
+            )
+            .await;
+        let (status, answer) = self.post("/api/v1/tuf/delegations", upload).await;
+        assert_eq!(status, StatusCode::OK, "{answer:?}");
+        self.delegated_keys
+            .lock()
+            .unwrap()
+            .insert(hardware.to_owned(), keys);
     }
 
     /// Overwrites the stored artifact with `image` by other bytes of the

@@ -80,6 +80,7 @@ pub fn operator_api() -> OpenApiRouter<AppState> {
         .routes(routes!(releases::online_keys))
         .routes(routes!(releases::repository_status))
         .routes(routes!(releases::upload_root))
+        .routes(routes!(releases::upload_delegations))
         .routes(routes!(sbom::release_vulnerabilities))
         .merge(identity_routes())
         .merge(rollout_routes())

@@ -10,8 +10,8 @@ use fleetward_store::{ArtifactRecord, ReleaseRecord, ReleaseTransition};
 use fleetward_tuf::{ROLE_ROOT, ROLE_SNAPSHOT, ROLE_TARGETS, ROLE_TIMESTAMP};
 use fleetward_wire::ErrorBody;
 use fleetward_wire::release::{
-    Artifact, CreateRelease, HEADER_SHA256, HEADER_SHA512, OnlineKeys, Release, ReleaseList,
-    RepositoryStatus, SigningRequest,
+    Artifact, CreateRelease, DelegationUpload, HEADER_SHA256, HEADER_SHA512, OnlineKeys, Release,
+    ReleaseList, RepositoryStatus, SigningRequest,
 };
 
 use crate::AppState;
@@ -453,10 +453,65 @@ pub async fn signing_request(
     Path(version): Path<String>,
 ) -> Result<Json<SigningRequest>, ApiError> {
     let record = load(&state, &version).await?;
-    let (targets, current) =
-        repo::signing_request(state.store.as_ref(), &record, state.now()).await?;
-    let signed = serde_json::to_value(&targets).map_err(|_| ApiError::internal())?;
-    Ok(Json(SigningRequest { signed, current }))
+    let request = repo::signing_request(state.store.as_ref(), &record, state.now()).await?;
+    let signed = serde_json::to_value(&request.targets).map_err(|_| ApiError::internal())?;
+    Ok(Json(SigningRequest {
+        signed,
+        current: request.current,
+        role: request.role,
+    }))
+}
+
+/// Changes the delegations (one delegated targets role per product line):
+/// new top-level targets metadata signed offline with the targets keys,
+/// with the metadata of every delegated role it adds or re-keys. Checked
+/// as a client would, then published with a new snapshot and timestamp;
+/// anything wrong publishes nothing.
+#[utoipa::path(post, path = "/api/v1/tuf/delegations", tag = "releases",
+    request_body = DelegationUpload,
+    responses((status = 200, body = RepositoryStatus), (status = 422, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn upload_delegations(
+    State(state): State<AppState>,
+    Auth(caller, _): Auth<perm::ReleaseWrite>,
+    Json(upload): Json<DelegationUpload>,
+) -> Result<Json<RepositoryStatus>, ApiError> {
+    let canonical = |what: &str, value: &serde_json::Value| {
+        fleetward_tuf::canonical(value)
+            .map_err(|e| ApiError::unprocessable("invalid_metadata", format!("{what}: {e}")))
+    };
+    let top = canonical("targets", &upload.targets)?;
+    let mut roles = std::collections::BTreeMap::new();
+    for (name, value) in &upload.roles {
+        if !fleetward_tuf::valid_role_name(name) {
+            return Err(ApiError::unprocessable(
+                "invalid_metadata",
+                format!("{name:?} is not a delegated role name"),
+            ));
+        }
+        roles.insert(name.clone(), canonical(name, value)?);
+    }
+    let now = state.now();
+    let audit = caller.audit(
+        now,
+        "tuf.delegations",
+        "tuf:targets",
+        serde_json::json!({ "roles": upload.roles.keys().collect::<Vec<_>>() }),
+    );
+    let top = repo::accept_delegations(
+        state.store.as_ref(),
+        releases(&state)?,
+        &top,
+        &roles,
+        now,
+        &audit,
+    )
+    .await?;
+    tracing::info!(
+        targets_version = top.version,
+        delegated = top.delegations.as_ref().map_or(0, |d| d.roles.len()),
+        "delegations accepted"
+    );
+    Ok(Json(status(&state).await?))
 }
 
 /// Uploads targets metadata signed offline (TUF 1.0 JSON, the raw body).

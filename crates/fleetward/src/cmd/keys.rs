@@ -1,4 +1,5 @@
-//! `fleetward keys …`: the offline root and targets keys.
+//! `fleetward keys …`: the offline root and targets keys, and the keys of
+//! delegated targets roles (one per product line).
 //!
 //! These keys never touch the server: they live in a directory on the
 //! release manager's machine (ideally an offline one), one JSON file per key,
@@ -15,8 +16,8 @@ use anyhow::{Context as _, bail, ensure};
 use chacha20poly1305::aead::{Aead as _, KeyInit as _, Payload};
 use clap::Subcommand;
 use fleetward_tuf::{
-    Expiry, PublicKey, ROLE_ROOT, ROLE_SNAPSHOT, ROLE_TARGETS, ROLE_TIMESTAMP, Root, Signed,
-    SigningKey,
+    DelegatedRole, Delegations, Expiry, PublicKey, ROLE_ROOT, ROLE_SNAPSHOT, ROLE_TARGETS,
+    ROLE_TIMESTAMP, Root, Signed, SigningKey, Targets,
 };
 use fleetward_wire::release::{OnlineKeys, RepositoryStatus};
 use rand::RngCore as _;
@@ -62,6 +63,199 @@ pub enum KeysCommand {
         #[arg(long)]
         old_passphrase_file: Option<PathBuf>,
     },
+    /// Delegate a product line's targets to a role with its own keys: make
+    /// the keys in a new directory (for that product line's release
+    /// managers), sign the new delegation with the targets keys in --dir,
+    /// and move the product line's signed releases into the role. Run again
+    /// with the same --role to re-key it.
+    Delegate {
+        /// The key directory with the top-level targets keys.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The delegated role's name, e.g. the hardware id `rev2`.
+        #[arg(long)]
+        role: String,
+        /// Target path patterns the role may sign; releases are named
+        /// `HARDWARE/VERSION/FILE`, so `rev2/*/*` is product line rev2.
+        /// Default: `ROLE/*/*`.
+        #[arg(long, value_delimiter = ',')]
+        paths: Vec<String>,
+        /// The new directory for the role's keys (created; must not hold keys).
+        #[arg(long)]
+        role_dir: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        keys: u8,
+        #[arg(long, default_value_t = 1)]
+        threshold: u8,
+        /// How long the new targets and role metadata stay valid.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "365d")]
+        expires: Duration,
+        /// The passphrase of the targets keys in --dir.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// Encrypt the role's new keys with the passphrase in this file.
+        #[arg(long)]
+        role_passphrase_file: Option<PathBuf>,
+        #[arg(long, default_value_t = 17, hide = true)]
+        kdf_log_n: u8,
+    },
+}
+
+/// `ROLEDIR/role.json`: the keys of one delegated targets role (one
+/// product line), kept apart from the top-level keys.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleManifest {
+    pub role: String,
+    pub threshold: u64,
+    pub keys: Vec<String>,
+}
+
+/// A loaded delegated role key directory.
+#[derive(Debug)]
+pub struct RoleKeyDir {
+    pub manifest: RoleManifest,
+    pub keys: Vec<SigningKey>,
+}
+
+impl RoleKeyDir {
+    pub fn is_role_dir(dir: &Path) -> bool {
+        dir.join("role.json").exists()
+    }
+
+    pub fn load(dir: &Path, passphrase: Option<&[u8]>) -> anyhow::Result<RoleKeyDir> {
+        let path = dir.join("role.json");
+        let manifest: RoleManifest = serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", path.display()))?;
+        ensure!(
+            fleetward_tuf::valid_role_name(&manifest.role),
+            "{} names a bad role {:?}",
+            path.display(),
+            manifest.role
+        );
+        let keys = manifest
+            .keys
+            .iter()
+            .map(|name| load_key_file(dir, name, &manifest.role, passphrase))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(RoleKeyDir { manifest, keys })
+    }
+
+    fn create(
+        dir: &Path,
+        role: &str,
+        count: u8,
+        threshold: u8,
+        passphrase: Option<&[u8]>,
+        log_n: u8,
+    ) -> anyhow::Result<RoleKeyDir> {
+        ensure!(
+            fleetward_tuf::valid_role_name(role),
+            "role name {role:?}: a lowercase letter, then lowercase letters, digits, - or _ (not root, targets, snapshot or timestamp)"
+        );
+        ensure!(
+            (1..=count).contains(&threshold),
+            "the threshold must be between 1 and --keys"
+        );
+        ensure!(
+            !dir.join("role.json").exists() && !dir.join("keys.json").exists(),
+            "{} holds keys already; refusing to overwrite them",
+            dir.display()
+        );
+        make_private_dir(dir)?;
+        let mut manifest = RoleManifest {
+            role: role.to_owned(),
+            threshold: u64::from(threshold),
+            keys: Vec::new(),
+        };
+        let mut keys = Vec::new();
+        for n in 1..=count {
+            let (name, key) = make_key(dir, role, n, passphrase, log_n)?;
+            manifest.keys.push(name);
+            keys.push(key);
+        }
+        std::fs::write(dir.join("role.json"), serde_json::to_vec_pretty(&manifest)?)?;
+        Ok(RoleKeyDir { manifest, keys })
+    }
+
+    /// This role as a delegation names it.
+    pub fn delegation(&self) -> anyhow::Result<Delegations> {
+        let mut keys = std::collections::BTreeMap::new();
+        let mut keyids = Vec::new();
+        for key in &self.keys {
+            let id = key.key_id()?;
+            keys.insert(id.clone(), key.public());
+            keyids.push(id);
+        }
+        Ok(Delegations {
+            keys,
+            roles: vec![DelegatedRole {
+                name: self.manifest.role.clone(),
+                keyids,
+                threshold: self.manifest.threshold,
+                terminating: true,
+                paths: Some(vec!["*".to_owned()]),
+                path_hash_prefixes: None,
+            }],
+        })
+    }
+}
+
+fn make_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// A fresh key for `role`, written (sealed) to `DIR/ROLE-N.json`.
+fn make_key(
+    dir: &Path,
+    role: &str,
+    n: u8,
+    passphrase: Option<&[u8]>,
+    log_n: u8,
+) -> anyhow::Result<(String, SigningKey)> {
+    let mut seed = Zeroizing::new([0u8; 32]);
+    rand::rngs::OsRng.fill_bytes(seed.as_mut());
+    let key = SigningKey::from_seed(seed.as_ref())?;
+    let name = format!("{role}-{n}.json");
+    let file = seal(role, &key, passphrase, log_n)?;
+    fleetward_server::repo::write_private(&dir.join(&name), &serde_json::to_vec_pretty(&file)?)
+        .with_context(|| format!("writing {name}"))?;
+    Ok((name, key))
+}
+
+/// Loads one key file of `role` from `dir`.
+fn load_key_file(
+    dir: &Path,
+    name: &str,
+    role: &str,
+    passphrase: Option<&[u8]>,
+) -> anyhow::Result<SigningKey> {
+    ensure!(
+        name.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+            && !name.starts_with('.'),
+        "bad key file name {name:?}"
+    );
+    let path = dir.join(name);
+    let file: KeyFile = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", path.display()))?;
+    ensure!(
+        file.role == role,
+        "{} is a {} key, listed as {role}",
+        path.display(),
+        file.role
+    );
+    open_key(&file, passphrase)
 }
 
 /// `KEYDIR/keys.json`: which keys are there and the thresholds.
@@ -262,27 +456,7 @@ impl KeyDir {
         let load = |role: &str, names: &[String]| -> anyhow::Result<Vec<SigningKey>> {
             names
                 .iter()
-                .map(|name| {
-                    ensure!(
-                        name.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-                            && !name.starts_with('.'),
-                        "bad key file name {name:?}"
-                    );
-                    let path = dir.join(name);
-                    let file: KeyFile = serde_json::from_slice(
-                        &std::fs::read(&path)
-                            .with_context(|| format!("reading {}", path.display()))?,
-                    )
-                    .with_context(|| format!("parsing {}", path.display()))?;
-                    ensure!(
-                        file.role == role,
-                        "{} is a {} key, listed as {role}",
-                        path.display(),
-                        file.role
-                    );
-                    open_key(&file, passphrase)
-                })
+                .map(|name| load_key_file(dir, name, role, passphrase))
                 .collect()
         };
         let root = load(ROLE_ROOT, &manifest.root)?;
@@ -322,12 +496,7 @@ pub fn init(
         "{} holds keys already; refusing to overwrite them",
         dir.display()
     );
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
+    make_private_dir(dir)?;
     let mut manifest = Manifest {
         root_threshold: u64::from(root_threshold),
         targets_threshold: u64::from(targets_threshold),
@@ -336,16 +505,7 @@ pub fn init(
     };
     for (role, count) in [(ROLE_ROOT, root_keys), (ROLE_TARGETS, targets_keys)] {
         for n in 1..=count {
-            let mut seed = Zeroizing::new([0u8; 32]);
-            rand::rngs::OsRng.fill_bytes(seed.as_mut());
-            let key = SigningKey::from_seed(seed.as_ref())?;
-            let name = format!("{role}-{n}.json");
-            let file = seal(role, &key, passphrase, log_n)?;
-            fleetward_server::repo::write_private(
-                &dir.join(&name),
-                &serde_json::to_vec_pretty(&file)?,
-            )
-            .with_context(|| format!("writing {name}"))?;
+            let (name, _) = make_key(dir, role, n, passphrase, log_n)?;
             if role == ROLE_ROOT {
                 manifest.root.push(name)
             } else {
@@ -483,6 +643,194 @@ pub async fn run(
                 );
             }
         }
+        KeysCommand::Delegate {
+            dir,
+            role,
+            paths,
+            role_dir,
+            keys,
+            threshold,
+            expires,
+            passphrase_file,
+            role_passphrase_file,
+            kdf_log_n,
+        } => {
+            let client =
+                client.context("no operator token: pass --token or set FLEETWARD_TOKEN")?;
+            let passphrase = read_passphrase(passphrase_file.as_deref())?;
+            let top_keys = KeyDir::load(dir, passphrase.as_deref().map(|p| p.as_slice()))?;
+            let paths = if paths.is_empty() {
+                vec![format!("{role}/*/*")]
+            } else {
+                paths.clone()
+            };
+            let expires = time::Duration::try_from(*expires).context("expiry too far")?;
+            let expires = Expiry::at(time::OffsetDateTime::now_utc() + expires);
+            // Read what is served before making keys, so a refusal leaves nothing behind.
+            let current = served_targets(&client, &top_keys).await?;
+            let role_passphrase = read_passphrase(role_passphrase_file.as_deref())?;
+            let role_keys = RoleKeyDir::create(
+                role_dir,
+                role,
+                *keys,
+                *threshold,
+                role_passphrase.as_deref().map(|p| p.as_slice()),
+                *kdf_log_n,
+            )?;
+            let plan = delegation_plan(&client, current, &role_keys, paths, expires).await?;
+            let moved = plan.moved.clone();
+            let targets_signers: Vec<&SigningKey> = top_keys.targets.iter().collect();
+            let role_signers: Vec<&SigningKey> = role_keys.keys.iter().collect();
+            let upload = fleetward_wire::release::DelegationUpload {
+                targets: serde_json::to_value(Signed::sign(plan.top, &targets_signers)?)?,
+                roles: [(
+                    role.clone(),
+                    serde_json::to_value(Signed::sign(plan.role, &role_signers)?)?,
+                )]
+                .into_iter()
+                .collect(),
+            };
+            let status: RepositoryStatus = client
+                .post("/api/v1/tuf/delegations", &upload)
+                .await
+                .context("uploading the delegation")?;
+            if json {
+                crate::output::json(&status)?;
+            } else {
+                for name in &moved {
+                    println!("> {name} (now signed by {role})");
+                }
+                println!(
+                    "Delegated {} to role {role}: {} key(s), threshold {}, in {}{}. Targets metadata version {} is live.",
+                    plan.paths.join(", "),
+                    role_keys.keys.len(),
+                    role_keys.manifest.threshold,
+                    role_dir.display(),
+                    if role_passphrase.is_some() {
+                        ", encrypted"
+                    } else {
+                        ", NOT encrypted (use --role-passphrase-file)"
+                    },
+                    status.targets_version.unwrap_or_default()
+                );
+                println!(
+                    "Its releases are signed with `fleetward release sign VERSION --keys {}`.",
+                    role_dir.display()
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The served top-level targets metadata, checked against our own
+/// targets keys (nothing is signed on top of metadata we did not sign).
+async fn served_targets(client: &Client, keys: &KeyDir) -> anyhow::Result<Option<Targets>> {
+    let status: RepositoryStatus = client.get("/api/v1/tuf/status", &[]).await?;
+    let Some(version) = status.targets_version else {
+        return Ok(None);
+    };
+    let bytes = client
+        .get_bytes(&format!("/tuf/metadata/{version}.targets.json"))
+        .await
+        .context("reading the served targets metadata")?;
+    let raw = fleetward_tuf::parse_signed::<Targets>(&bytes)?;
+    fleetward_tuf::verify_role(
+        &raw.canonical_signed,
+        &raw.signatures,
+        &crate::cmd::release::targets_trust(keys)?,
+        ROLE_TARGETS,
+    )
+    .context("the served targets metadata is not signed by these targets keys")?;
+    Ok(Some(raw.signed))
+}
+
+/// The metadata a delegation change signs.
+struct DelegationPlan {
+    top: Targets,
+    role: Targets,
+    paths: Vec<String>,
+    /// Targets moving from the top-level role into the delegated one.
+    moved: Vec<String>,
+}
+
+/// Adds (or re-keys) `role_keys`' role for `paths` in the delegations of
+/// `current`, and moves the releases the role now covers out of the
+/// top-level listing into the role's metadata.
+async fn delegation_plan(
+    client: &Client,
+    current: Option<Targets>,
+    role_keys: &RoleKeyDir,
+    paths: Vec<String>,
+    expires: Expiry,
+) -> anyhow::Result<DelegationPlan> {
+    let name = role_keys.manifest.role.clone();
+    let mut top =
+        current.unwrap_or_else(|| Targets::new(0, expires, std::collections::BTreeMap::new()));
+    top.version += 1;
+    top.expires = expires;
+    let old_delegations = top.delegations.take();
+    let mut delegations = old_delegations.clone().unwrap_or_default();
+    let mine = role_keys.delegation()?;
+    let mut role = mine.roles.into_iter().next().context("no role")?;
+    role.paths = Some(paths.clone());
+    role.terminating = true;
+    let previous = delegations.roles.iter().position(|r| r.name == name);
+    match previous {
+        Some(at) => delegations.roles[at] = role,
+        None => delegations.roles.push(role),
+    }
+    delegations.keys.extend(mine.keys);
+    let used: std::collections::BTreeSet<String> = delegations
+        .roles
+        .iter()
+        .flat_map(|r| r.keyids.iter().cloned())
+        .collect();
+    delegations.keys.retain(|id, _| used.contains(id));
+    delegations.check_consistent()?;
+    // Re-keying: the role keeps what it lists, re-signed with its new keys,
+    // once its served metadata checks out under the delegation we signed.
+    let (mut listing, role_version) = match previous {
+        Some(_) => {
+            let bytes = client
+                .get_bytes(&format!("/tuf/metadata/{name}.json"))
+                .await
+                .with_context(|| format!("reading the served {name} metadata"))?;
+            let raw = fleetward_tuf::parse_signed::<Targets>(&bytes)?;
+            let old = old_delegations.as_ref().context("no current delegations")?;
+            let old_role = old.role(&name).context("no current role")?;
+            old.verify(old_role, &raw.canonical_signed, &raw.signatures)
+                .with_context(|| {
+                    format!("the served {name} metadata is not signed by its current keys")
+                })?;
+            (raw.signed.targets, raw.signed.version + 1)
+        }
+        None => (std::collections::BTreeMap::new(), 1),
+    };
+    let mut moved = Vec::new();
+    let covered: Vec<String> = top
+        .targets
+        .keys()
+        .filter(|target| {
+            delegations
+                .roles
+                .iter()
+                .find(|r| r.is_delegated_path(target))
+                .is_some_and(|r| r.name == name)
+        })
+        .cloned()
+        .collect();
+    for target in covered {
+        if let Some(file) = top.targets.remove(&target) {
+            listing.insert(target.clone(), file);
+            moved.push(target);
+        }
+    }
+    top.delegations = Some(delegations);
+    Ok(DelegationPlan {
+        top,
+        role: Targets::new(role_version, expires, listing),
+        paths,
+        moved,
+    })
 }

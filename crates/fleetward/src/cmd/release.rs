@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context as _, ensure};
+use anyhow::{Context as _, bail, ensure};
 use clap::Subcommand;
 use fleetward_tuf::{
     Expiry, ROLE_ROOT, ROLE_SNAPSHOT, ROLE_TARGETS, ROLE_TIMESTAMP, Root, Signed, Targets,
@@ -17,7 +17,7 @@ use sha2::{Digest as _, Sha256, Sha512};
 use tokio::io::AsyncReadExt as _;
 
 use crate::client::Client;
-use crate::cmd::keys::{KeyDir, read_passphrase};
+use crate::cmd::keys::{KeyDir, RoleKeyDir, read_passphrase};
 use crate::output;
 
 #[derive(Debug, Subcommand)]
@@ -177,7 +177,14 @@ fn print_release(release: &Release) {
 }
 
 /// A root that trusts only `keys` for targets, to check metadata with.
-fn targets_trust(keys: &KeyDir) -> anyhow::Result<Root> {
+/// Whose keys sign a release: the top-level targets role, or the
+/// delegated role of its product line.
+enum Signer {
+    TopLevel(KeyDir),
+    Delegated(RoleKeyDir),
+}
+
+pub(crate) fn targets_trust(keys: &KeyDir) -> anyhow::Result<Root> {
     let public = keys.targets_public();
     let threshold = keys.manifest.targets_threshold;
     Ok(Root::new(
@@ -204,7 +211,12 @@ async fn sign(
     artifact: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let passphrase = read_passphrase(passphrase_file)?;
-    let keys = KeyDir::load(keys, passphrase.as_deref().map(|p| p.as_slice()))?;
+    let passphrase = passphrase.as_deref().map(|p| p.as_slice());
+    let keys = if RoleKeyDir::is_role_dir(keys) {
+        Signer::Delegated(RoleKeyDir::load(keys, passphrase)?)
+    } else {
+        Signer::TopLevel(KeyDir::load(keys, passphrase)?)
+    };
     let release: Release = client
         .get(&format!("/api/v1/releases/{version}"), &[])
         .await?;
@@ -213,19 +225,42 @@ async fn sign(
         .await?;
     let mut proposal: Targets = serde_json::from_value(request.signed)
         .context("the server's signing request is not targets metadata")?;
-    // What is signed must follow what was signed: check the current targets
-    // with our own keys, and refuse if an image listed before changed.
+    let role_name = request.role.as_deref().unwrap_or(ROLE_TARGETS);
+    match (&keys, &request.role) {
+        (Signer::TopLevel(_), None) => {}
+        (Signer::Delegated(dir), Some(role)) if dir.manifest.role == *role => {}
+        (Signer::TopLevel(_), Some(role)) => bail!(
+            "{} is signed by the delegated role {role} (its product line); pass that role's key directory to --keys",
+            release.target_name
+        ),
+        (Signer::Delegated(dir), _) => bail!(
+            "{} is signed by the {role_name} role, and --keys holds the keys of role {}",
+            release.target_name,
+            dir.manifest.role
+        ),
+    }
+    // What is signed must follow what was signed: check the current
+    // metadata with our own keys, and refuse if an image listed before changed.
     let current = match request.current {
         Some(current) => {
             let bytes = serde_json::to_vec(&current)?;
             let raw = fleetward_tuf::parse_signed::<Targets>(&bytes)?;
-            fleetward_tuf::verify_role(
-                &raw.canonical_signed,
-                &raw.signatures,
-                &targets_trust(&keys)?,
-                ROLE_TARGETS,
-            )
-            .context("the server's current targets metadata is not signed by these targets keys")?;
+            match &keys {
+                Signer::TopLevel(keys) => fleetward_tuf::verify_role(
+                    &raw.canonical_signed,
+                    &raw.signatures,
+                    &targets_trust(keys)?,
+                    ROLE_TARGETS,
+                ),
+                Signer::Delegated(dir) => {
+                    let delegation = dir.delegation()?;
+                    let role = delegation.roles.first().context("no role")?;
+                    delegation.verify(role, &raw.canonical_signed, &raw.signatures)
+                }
+            }
+            .with_context(|| {
+                format!("the server's current {role_name} metadata is not signed by these keys")
+            })?;
             Some(raw.signed)
         }
         None => None,
@@ -270,7 +305,10 @@ async fn sign(
     let expires = time::Duration::try_from(expires).context("expiry too far")?;
     proposal.expires = Expiry::at(time::OffsetDateTime::now_utc() + expires);
     let limit = max_signatures.unwrap_or(usize::MAX);
-    let signers: Vec<_> = keys.targets.iter().take(limit).collect();
+    let signers: Vec<_> = match &keys {
+        Signer::TopLevel(keys) => keys.targets.iter().take(limit).collect(),
+        Signer::Delegated(dir) => dir.keys.iter().take(limit).collect(),
+    };
     let targets_version = proposal.version;
     let bytes = Signed::sign(proposal, &signers)?.to_bytes()?;
     let signed: Release = client
@@ -288,7 +326,7 @@ async fn sign(
             println!("{change}");
         }
         println!(
-            "Signed targets version {targets_version} with {} key(s); release {} is {}.",
+            "Signed {role_name} version {targets_version} with {} key(s); release {} is {}.",
             signers.len(),
             signed.version,
             signed.state
