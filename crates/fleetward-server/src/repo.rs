@@ -370,7 +370,7 @@ async fn current_delegated(
     store: &dyn Store,
     delegations: &Delegations,
     role: &str,
-) -> Result<Option<(Targets, Vec<u8>)>, RepoError> {
+) -> Result<Option<Targets>, RepoError> {
     let Some(latest) = store.tuf_latest(role).await? else {
         return Ok(None);
     };
@@ -380,7 +380,7 @@ async fn current_delegated(
         .role(role)
         .ok_or_else(|| RepoError::Refused(format!("{role} is not delegated")))?;
     delegations.verify(delegated, &raw.canonical_signed, &raw.signatures)?;
-    Ok(Some((raw.signed, latest.body)))
+    Ok(Some(raw.signed))
 }
 
 /// The versions of every delegated role the snapshot must pin.
@@ -400,12 +400,38 @@ async fn delegated_versions(
 
 /// What a release manager signs for one release.
 #[derive(Debug)]
-pub struct SigningRequest {
+pub struct SigningProposal {
     /// The delegated role that signs, or `None` for the top-level targets role.
     pub role: Option<String>,
     pub targets: Targets,
     /// The currently served metadata of that role, if any.
     pub current: Option<serde_json::Value>,
+}
+
+/// Where `release` is signed: the served delegations, the role a client
+/// would find it in, and what that role must list once it is signed.
+struct SigningPlace {
+    delegations: Option<Delegations>,
+    role: Option<String>,
+    expected: BTreeMap<String, TargetFile>,
+}
+
+impl SigningPlace {
+    async fn of(store: &dyn Store, release: &ReleaseRecord) -> Result<Self, RepoError> {
+        let delegations = current_top(store).await?.and_then(|t| t.delegations);
+        let role = signing_role(delegations.as_ref(), &release.target_name).map(str::to_owned);
+        let expected = partition(
+            expected_targets(store, Some(release)).await?,
+            delegations.as_ref(),
+        )
+        .remove(&role)
+        .unwrap_or_default();
+        Ok(SigningPlace {
+            delegations,
+            role,
+            expected,
+        })
+    }
 }
 
 /// What the release manager is asked to sign for `release`: the next
@@ -414,7 +440,7 @@ pub async fn signing_request(
     store: &dyn Store,
     release: &ReleaseRecord,
     now: OffsetDateTime,
-) -> Result<SigningRequest, RepoError> {
+) -> Result<SigningProposal, RepoError> {
     if current_root(store).await?.is_none() {
         return Err(RepoError::NotReady(
             "the image repository has no root yet; upload one with `fleetward keys root`".into(),
@@ -424,25 +450,25 @@ pub async fn signing_request(
         .state
         .after(ReleaseAction::Sign)
         .map_err(RepoError::Refused)?;
-    let top = current_top(store).await?;
-    let delegations = top.as_ref().and_then(|t| t.delegations.as_ref());
-    let role = signing_role(delegations, &release.target_name).map(str::to_owned);
-    let stored_role = role.as_deref().unwrap_or(ROLE_TARGETS);
+    let place = SigningPlace::of(store, release).await?;
+    let stored_role = place.role.as_deref().unwrap_or(ROLE_TARGETS);
     let current = store.tuf_latest(stored_role).await?;
     let version = current.as_ref().map_or(1, |c| c.version + 1);
     let current = current
         .map(|c| serde_json::from_slice(&c.body))
         .transpose()
         .map_err(|e| StoreError::Corrupt(format!("stored {stored_role}: {e}")))?;
-    let mut listings = partition(expected_targets(store, Some(release)).await?, delegations);
-    let listing = listings.remove(&role).unwrap_or_default();
-    let mut targets = Targets::new(version, Expiry::at(now + time::Duration::days(90)), listing);
-    if role.is_none() {
+    let mut targets = Targets::new(
+        version,
+        Expiry::at(now + time::Duration::days(90)),
+        place.expected,
+    );
+    if place.role.is_none() {
         // Re-signing the top-level role keeps its delegations.
-        targets.delegations = delegations.cloned();
+        targets.delegations = place.delegations;
     }
-    Ok(SigningRequest {
-        role,
+    Ok(SigningProposal {
+        role: place.role,
         targets,
         current,
     })
@@ -463,20 +489,15 @@ pub async fn accept_targets(
         .state
         .after(ReleaseAction::Sign)
         .map_err(RepoError::Refused)?;
-    let top = current_top(store).await?;
-    let delegations = top.as_ref().and_then(|t| t.delegations.as_ref());
-    let role = signing_role(delegations, &release.target_name);
-    let mut listings = partition(expected_targets(store, Some(release)).await?, delegations);
-    let expected = listings
-        .remove(&role.map(str::to_owned))
-        .unwrap_or_default();
+    let place = SigningPlace::of(store, release).await?;
+    let (delegations, expected) = (place.delegations.as_ref(), &place.expected);
     let mut versions = delegated_versions(store, delegations).await?;
-    let (targets, stored_role, targets_version) = match (role, delegations) {
+    let (targets, stored_role, targets_version) = match (place.role.as_deref(), delegations) {
         (Some(role), Some(delegations)) => {
             let current = store.tuf_latest(role).await?.map(|c| c.version);
             let signed =
                 fleetward_tuf::check_delegated_targets(delegations, role, bytes, current, now)?;
-            check_listing(role, &signed.targets, &expected)?;
+            check_listing(role, &signed.targets, expected)?;
             versions.insert(role.to_owned(), signed.version);
             let top_version = store
                 .tuf_latest(ROLE_TARGETS)
@@ -493,7 +514,7 @@ pub async fn accept_targets(
                         .into(),
                 ));
             }
-            check_listing(ROLE_TARGETS, &signed.targets, &expected)?;
+            check_listing(ROLE_TARGETS, &signed.targets, expected)?;
             let version = signed.version;
             (signed, ROLE_TARGETS, version)
         }
@@ -567,14 +588,14 @@ pub async fn accept_delegations(
     // then whether the listings add up.
     let mut signed_roles = Vec::new();
     for role in &delegations.roles {
-        let stored = store.tuf_latest(&role.name).await?;
         let signed = match roles.get(&role.name) {
             Some(bytes) => {
+                let current = store.tuf_latest(&role.name).await?.map(|s| s.version);
                 let signed = fleetward_tuf::check_delegated_targets(
                     &delegations,
                     &role.name,
                     bytes,
-                    stored.as_ref().map(|s| s.version),
+                    current,
                     now,
                 )?;
                 items.push(record(
@@ -587,7 +608,7 @@ pub async fn accept_delegations(
                 signed
             }
             None => {
-                let (signed, _) = current_delegated(store, &delegations, &role.name)
+                let signed = current_delegated(store, &delegations, &role.name)
                     .await
                     .map_err(|e| {
                         RepoError::Refused(format!(
@@ -793,7 +814,7 @@ pub async fn check_publishable(
     let delegations = top.delegations.as_ref();
     let listing = match (signing_role(delegations, &release.target_name), delegations) {
         (Some(role), Some(delegations)) => {
-            let (signed, _) = current_delegated(store, delegations, role)
+            let signed = current_delegated(store, delegations, role)
                 .await?
                 .ok_or_else(|| RepoError::Refused(format!("{role} has no signed metadata")))?;
             fleetward_tuf::check_not_expired(&signed, now).map_err(|_| TufError::Expired {
