@@ -592,6 +592,26 @@ fn product_line_delegation_over_the_cli() {
     assert_ne!(code, 0, "a top-level role name is refused");
     assert!(err.contains("role name"), "{err}");
     assert!(!dir.path().join("bad").exists(), "nothing made");
+    // Refused by the server (metadata that expires now): no keys are left.
+    let (code, _, err) = server.cli(&[
+        "keys",
+        "delegate",
+        "--dir",
+        &keys,
+        "--role",
+        "rev4",
+        "--role-dir",
+        &path("rev4-keys"),
+        "--expires",
+        "0s",
+    ]);
+    assert_ne!(code, 0, "expired metadata is refused");
+    assert!(err.contains("expired"), "{err}");
+    assert!(err.contains("were removed"), "{err}");
+    assert!(
+        !dir.path().join("rev4-keys").exists(),
+        "no keys left behind"
+    );
 
     create("1.5.0", "rev2");
     let (code, _, err) = sign("1.5.0", &keys);

@@ -180,6 +180,23 @@ impl RoleKeyDir {
         Ok(RoleKeyDir { manifest, keys })
     }
 
+    /// Removes the key files `create` made (and the directory, if it made
+    /// that too and nothing else is in it).
+    fn discard(&self, dir: &Path, made_dir: bool) {
+        for name in self
+            .manifest
+            .keys
+            .iter()
+            .map(String::as_str)
+            .chain(["role.json"])
+        {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
+        if made_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+
     /// This role as a delegation names it.
     pub fn delegation(&self) -> anyhow::Result<Delegations> {
         let mut keys = std::collections::BTreeMap::new();
@@ -669,6 +686,7 @@ pub async fn run(
             // Read what is served before making keys, so a refusal leaves nothing behind.
             let current = served_targets(&client, &top_keys).await?;
             let role_passphrase = read_passphrase(role_passphrase_file.as_deref())?;
+            let made_dir = !role_dir.exists();
             let role_keys = RoleKeyDir::create(
                 role_dir,
                 role,
@@ -677,23 +695,37 @@ pub async fn run(
                 role_passphrase.as_deref().map(|p| p.as_slice()),
                 *kdf_log_n,
             )?;
-            let plan = delegation_plan(&client, current, &role_keys, paths, expires).await?;
-            let moved = plan.moved.clone();
-            let targets_signers: Vec<&SigningKey> = top_keys.targets.iter().collect();
-            let role_signers: Vec<&SigningKey> = role_keys.keys.iter().collect();
-            let upload = fleetward_wire::release::DelegationUpload {
-                targets: serde_json::to_value(Signed::sign(plan.top, &targets_signers)?)?,
-                roles: [(
-                    role.clone(),
-                    serde_json::to_value(Signed::sign(plan.role, &role_signers)?)?,
-                )]
-                .into_iter()
-                .collect(),
+            let published = async {
+                let plan = delegation_plan(&client, current, &role_keys, paths, expires).await?;
+                let targets_signers: Vec<&SigningKey> = top_keys.targets.iter().collect();
+                let role_signers: Vec<&SigningKey> = role_keys.keys.iter().collect();
+                let upload = fleetward_wire::release::DelegationUpload {
+                    targets: serde_json::to_value(Signed::sign(plan.top, &targets_signers)?)?,
+                    roles: [(
+                        role.clone(),
+                        serde_json::to_value(Signed::sign(plan.role, &role_signers)?)?,
+                    )]
+                    .into_iter()
+                    .collect(),
+                };
+                let status: RepositoryStatus = client
+                    .post("/api/v1/tuf/delegations", &upload)
+                    .await
+                    .context("uploading the delegation")?;
+                anyhow::Ok((plan.paths, plan.moved, status))
+            }
+            .await;
+            let (delegated_paths, moved, status) = match published {
+                Ok(published) => published,
+                Err(error) => {
+                    // Keys nobody delegates to must not look like a role's keys.
+                    role_keys.discard(role_dir, made_dir);
+                    return Err(error.context(format!(
+                        "nothing was delegated; the new keys in {} were removed",
+                        role_dir.display()
+                    )));
+                }
             };
-            let status: RepositoryStatus = client
-                .post("/api/v1/tuf/delegations", &upload)
-                .await
-                .context("uploading the delegation")?;
             if json {
                 crate::output::json(&status)?;
             } else {
@@ -702,7 +734,7 @@ pub async fn run(
                 }
                 println!(
                     "Delegated {} to role {role}: {} key(s), threshold {}, in {}{}. Targets metadata version {} is live.",
-                    plan.paths.join(", "),
+                    delegated_paths.join(", "),
                     role_keys.keys.len(),
                     role_keys.manifest.threshold,
                     role_dir.display(),
@@ -774,7 +806,6 @@ async fn delegation_plan(
     let mine = role_keys.delegation()?;
     let mut role = mine.roles.into_iter().next().context("no role")?;
     role.paths = Some(paths.clone());
-    role.terminating = true;
     let previous = delegations.roles.iter().position(|r| r.name == name);
     match previous {
         Some(at) => delegations.roles[at] = role,
@@ -812,11 +843,7 @@ async fn delegation_plan(
         .targets
         .keys()
         .filter(|target| {
-            delegations
-                .roles
-                .iter()
-                .find(|r| r.is_delegated_path(target))
-                .is_some_and(|r| r.name == name)
+            fleetward_server::repo::signing_role(Some(&delegations), target) == Some(name.as_str())
         })
         .cloned()
         .collect();
