@@ -46,14 +46,72 @@ pub struct Entry {
 /// The hash of an entry: SHA-256 over a domain tag, the previous hash, the
 /// sequence number and every field of the event, each length-prefixed.
 pub fn chain_hash(prev: &Hash, seq: u64, event: &Event) -> Hash {
+    chain_hash_fields(prev, seq, &EventFields::of(event))
+}
+
+/// An event's fields as stored bytes, borrowed: what [`chain_hash`] covers.
+///
+/// Verification hashes the stored bytes through this view instead of
+/// decoding each row into an [`Event`]: no allocation or UTF-8 check per
+/// entry, and a field edited into something that no longer parses (an
+/// unknown kind, say) is caught as an edit like any other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventFields<'a> {
+    pub kind: &'a [u8],
+    pub severity: &'a [u8],
+    pub device: Option<&'a [u8]>,
+    pub source: Option<&'a [u8]>,
+    pub server_time_ms: i64,
+    pub device_time_ms: Option<i64>,
+    pub message: &'a [u8],
+    pub detail: &'a [u8],
+}
+
+impl<'a> EventFields<'a> {
+    pub fn of(event: &'a Event) -> EventFields<'a> {
+        EventFields {
+            kind: event.kind.as_str().as_bytes(),
+            severity: event.severity.as_str().as_bytes(),
+            device: event.device.as_ref().map(|d| d.as_str().as_bytes()),
+            source: event.source.as_deref().map(str::as_bytes),
+            server_time_ms: event.server_time_ms,
+            device_time_ms: event.device_time_ms,
+            message: event.message.as_bytes(),
+            detail: event.detail.as_bytes(),
+        }
+    }
+}
+
+/// One stored entry, borrowed (see [`EventFields`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryFields<'a> {
+    pub seq: u64,
+    pub prev_hash: Hash,
+    pub event: EventFields<'a>,
+    pub hash: Hash,
+}
+
+impl<'a> EntryFields<'a> {
+    pub fn of(entry: &'a Entry) -> EntryFields<'a> {
+        EntryFields {
+            seq: entry.seq,
+            prev_hash: entry.prev_hash,
+            event: EventFields::of(&entry.event),
+            hash: entry.hash,
+        }
+    }
+}
+
+/// [`chain_hash`] of a borrowed event.
+pub fn chain_hash_fields(prev: &Hash, seq: u64, event: &EventFields<'_>) -> Hash {
     let mut h = Sha256::new();
     h.update(b"fleetward-event-v1\0");
     h.update(prev.0);
     h.update(seq.to_be_bytes());
-    field(&mut h, event.kind.as_str().as_bytes());
-    field(&mut h, event.severity.as_str().as_bytes());
-    optional(&mut h, event.device.as_ref().map(|d| d.as_str().as_bytes()));
-    optional(&mut h, event.source.as_deref().map(str::as_bytes));
+    field(&mut h, event.kind);
+    field(&mut h, event.severity);
+    optional(&mut h, event.device);
+    optional(&mut h, event.source);
     h.update(event.server_time_ms.to_be_bytes());
     match event.device_time_ms {
         Some(ms) => {
@@ -62,8 +120,8 @@ pub fn chain_hash(prev: &Hash, seq: u64, event: &Event) -> Hash {
         }
         None => h.update([0]),
     }
-    field(&mut h, event.message.as_bytes());
-    field(&mut h, event.detail.as_bytes());
+    field(&mut h, event.message);
+    field(&mut h, event.detail);
     Hash(h.finalize().into())
 }
 

@@ -25,6 +25,9 @@ mod chain;
 mod event;
 mod verify;
 
-pub use chain::{Chain, Checkpoint, CheckpointSigner, Entry, Hash, chain_hash};
+pub use chain::{
+    Chain, Checkpoint, CheckpointSigner, Entry, EntryFields, EventFields, Hash, chain_hash,
+    chain_hash_fields,
+};
 pub use event::{Event, EventError, EventKind, Severity};
 pub use verify::{Summary, Tamper, TamperKind, Verifier, verify};

@@ -2,7 +2,7 @@
 
 use ed25519_dalek::VerifyingKey;
 
-use crate::{Checkpoint, Entry, Hash, chain_hash};
+use crate::{Checkpoint, Entry, EntryFields, Hash, chain_hash_fields};
 
 /// What a clean log looks like.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +14,16 @@ pub struct Summary {
     /// Entries after the last checkpoint: chained, but not yet signed, so a
     /// holder of the database could rewrite them without detection.
     pub unsigned_tail: u64,
+}
+
+impl Summary {
+    const EMPTY: Summary = Summary {
+        entries: 0,
+        first_seq: None,
+        last_seq: None,
+        checkpoints: 0,
+        unsigned_tail: 0,
+    };
 }
 
 /// The first thing wrong with a log.
@@ -67,7 +77,7 @@ where
 
 /// [`verify`] one entry at a time, for logs read in pages from a database
 /// or a file: memory stays constant in the number of entries.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Verifier {
     /// Checkpoints not reached yet, highest first (popped from the end).
     pending: Vec<Checkpoint>,
@@ -76,6 +86,9 @@ pub struct Verifier {
     anchored: bool,
     last_signed: u64,
     summary: Summary,
+    /// The sequence number and previous hash this verifier starts from:
+    /// what the part before it must end with for [`Verifier::join`].
+    start: (u64, Hash),
 }
 
 impl Verifier {
@@ -109,17 +122,17 @@ impl Verifier {
             prev,
             anchored: anchor.is_some(),
             last_signed: anchor.map_or(0, |a| a.seq),
-            summary: Summary {
-                entries: 0,
-                first_seq: None,
-                last_seq: None,
-                checkpoints: 0,
-                unsigned_tail: 0,
-            },
+            start: (expected_seq, prev),
+            summary: Summary::EMPTY,
         })
     }
 
     pub fn push(&mut self, entry: &Entry) -> Result<(), Tamper> {
+        self.push_fields(&EntryFields::of(entry))
+    }
+
+    /// [`Verifier::push`] of a borrowed entry, as read from storage.
+    pub fn push_fields(&mut self, entry: &EntryFields<'_>) -> Result<(), Tamper> {
         let seq = entry.seq;
         if seq != self.expected_seq {
             return Err(Tamper {
@@ -129,7 +142,7 @@ impl Verifier {
                 },
             });
         }
-        if chain_hash(&entry.prev_hash, seq, &entry.event) != entry.hash {
+        if chain_hash_fields(&entry.prev_hash, seq, &entry.event) != entry.hash {
             return Err(Tamper {
                 seq,
                 kind: TamperKind::Edited,
@@ -162,6 +175,77 @@ impl Verifier {
         self.prev = entry.hash;
         self.expected_seq = seq + 1;
         Ok(())
+    }
+
+    /// Splits the log this verifier would check into consecutive parts that
+    /// can be checked independently (on several cores), then put back
+    /// together with [`Verifier::join`]. `boundaries` are the last entry of
+    /// each part but the last, with that entry's stored hash, ascending and
+    /// after this verifier's start; each later part checks the entries after
+    /// its boundary and the checkpoints among them. The stored hashes are
+    /// taken on trust here and checked by `join`: a part must end on exactly
+    /// the entry and hash the next one starts from.
+    pub fn split(self, boundaries: &[(u64, Hash)]) -> Vec<Verifier> {
+        // Highest first: each part takes the checkpoints up to its boundary
+        // off the end.
+        let mut pending = self.pending;
+        let mut parts = Vec::with_capacity(boundaries.len() + 1);
+        let mut part = Verifier {
+            pending: Vec::new(),
+            ..self
+        };
+        for &(boundary, hash) in boundaries {
+            let up_to_boundary = pending.partition_point(|c| c.seq > boundary);
+            part.pending = pending.split_off(up_to_boundary);
+            let next = Verifier::resumed((boundary + 1, hash));
+            parts.push(std::mem::replace(&mut part, next));
+        }
+        part.pending = pending;
+        parts.push(part);
+        parts
+    }
+
+    fn resumed(start: (u64, Hash)) -> Verifier {
+        Verifier {
+            pending: Vec::new(),
+            expected_seq: start.0,
+            prev: start.1,
+            anchored: false,
+            last_signed: 0,
+            summary: Summary::EMPTY,
+            start,
+        }
+    }
+
+    /// Continues this verifier with `next`, a later part from
+    /// [`Verifier::split`] that has checked its entries. `None` when they do
+    /// not meet: this part did not end on the entry and hash `next` started
+    /// from, or left checkpoints unmatched. Where exactly the log is wrong
+    /// is then for a verification from the start to say.
+    pub fn join(self, next: Verifier) -> Option<Verifier> {
+        if !self.pending.is_empty() || (self.expected_seq, self.prev) != next.start {
+            return None;
+        }
+        let checkpoints = self.summary.checkpoints + next.summary.checkpoints;
+        Some(Verifier {
+            pending: next.pending,
+            expected_seq: next.expected_seq,
+            prev: next.prev,
+            anchored: self.anchored,
+            last_signed: if next.summary.checkpoints > 0 {
+                next.last_signed
+            } else {
+                self.last_signed
+            },
+            start: self.start,
+            summary: Summary {
+                entries: self.summary.entries + next.summary.entries,
+                first_seq: self.summary.first_seq.or(next.summary.first_seq),
+                last_seq: next.summary.last_seq.or(self.summary.last_seq),
+                checkpoints,
+                unsigned_tail: 0,
+            },
+        })
     }
 
     pub fn finish(mut self) -> Result<Summary, Tamper> {

@@ -47,7 +47,16 @@ fn check(
     checkpoints: &[Checkpoint],
     expected: Result<(u64, u64), (u64, &str)>,
 ) {
+    let in_parts = verify_in_parts(&entries, checkpoints);
     let got = verify(entries, checkpoints, &signer().verifying_key(), None);
+    match (&got, &expected) {
+        (Ok(whole), Ok(_)) => assert!(
+            in_parts.iter().all(|parts| parts.as_ref() == Some(whole)),
+            "verified in parts: {in_parts:?}, whole: {whole:?}"
+        ),
+        // Parts never pass a log the whole verification refuses.
+        _ => assert!(in_parts.iter().all(Option::is_none), "{in_parts:?}"),
+    }
     match (got, expected) {
         (Ok(summary), Ok((count, tail))) => {
             assert_eq!((summary.entries, summary.unsigned_tail), (count, tail));
@@ -61,6 +70,91 @@ fn check(
         }
         (got, want) => panic!("got {got:?}, want {want:?}"),
     }
+}
+
+/// The log verified in parts split at several places (as the server does
+/// on several cores), each part from the stored hash before it, then
+/// joined: the summary, or `None` where a part or a seam fails.
+fn verify_in_parts(entries: &[Entry], checkpoints: &[Checkpoint]) -> Vec<Option<Summary>> {
+    let n = entries.len();
+    let cut_sets: Vec<Vec<usize>> = vec![
+        vec![0],
+        vec![n / 3, 2 * n / 3],
+        vec![n / 2],
+        vec![n.saturating_sub(2)],
+    ];
+    cut_sets
+        .into_iter()
+        .filter(|cuts| cuts.iter().all(|&cut| cut + 1 < n))
+        .map(|cuts| {
+            let boundaries: Vec<(u64, Hash)> = cuts
+                .iter()
+                .map(|&cut| (entries[cut].seq, entries[cut].hash))
+                .collect();
+            let verifier = Verifier::new(checkpoints, &signer().verifying_key(), None).ok()?;
+            let mut parts = verifier.split(&boundaries).into_iter();
+            let mut ranges = std::iter::once(0)
+                .chain(cuts.iter().map(|&cut| cut + 1))
+                .chain(std::iter::once(n))
+                .collect::<Vec<_>>()
+                .windows(2)
+                .map(|w| (w[0], w[1]))
+                .collect::<Vec<_>>()
+                .into_iter();
+            let mut checked = Vec::new();
+            for part in parts.by_ref() {
+                let (from, to) = ranges.next()?;
+                let mut part = part;
+                for entry in &entries[from..to] {
+                    part.push(entry).ok()?;
+                }
+                checked.push(part);
+            }
+            let mut checked = checked.into_iter();
+            let first = checked.next()?;
+            checked
+                .try_fold(first, |joined, next| joined.join(next))?
+                .finish()
+                .ok()
+        })
+        .collect()
+}
+
+#[test]
+fn splitting_puts_each_checkpoint_in_its_part() {
+    let (entries, checkpoints) = log(25, 5);
+    let key = signer().verifying_key();
+    let boundaries = [(7, entries[6].hash), (15, entries[14].hash)];
+    let parts = Verifier::new(&checkpoints, &key, None)
+        .unwrap()
+        .split(&boundaries);
+    let ranges = [(0, 7), (7, 15), (15, 25)];
+    let mut checked = Vec::new();
+    for (mut part, (from, to)) in parts.into_iter().zip(ranges) {
+        for entry in &entries[from..to] {
+            part.push(entry).unwrap();
+        }
+        checked.push(part);
+    }
+    let mut checked = checked.into_iter();
+    let first = checked.next().unwrap();
+    let joined = checked.try_fold(first, Verifier::join).unwrap();
+    let summary = joined.finish().unwrap();
+    assert_eq!(
+        (summary.entries, summary.checkpoints, summary.unsigned_tail),
+        (25, 5, 0)
+    );
+
+    // A part that stops short of its boundary does not join the next.
+    let mut parts = Verifier::new(&checkpoints, &key, None)
+        .unwrap()
+        .split(&boundaries[..1])
+        .into_iter();
+    let (mut first, second) = (parts.next().unwrap(), parts.next().unwrap());
+    for entry in &entries[..6] {
+        first.push(entry).unwrap();
+    }
+    assert!(first.join(second).is_none());
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //!    per statement, in the same run.
 //! 2. Verify: `verify_store` over the whole log (median of 3 rounds) (every hash recomputed,
 //!    every checkpoint signature checked), as a ratio to `openssl dgst
-//!    -sha256` of a file as large as the database (median of 3), in the same run.
+//!    -sha256` of a file as large as the database (median of 3), in the same run;
+//!    and the same in one part on one core, to show what splitting buys.
 //!
 //! Run: `cargo run --release -p fleetward-server --example events_bench -- [EVENTS] [BATCH]`
 //! (defaults 10,000,000 and 10,000). Prints a Markdown table.
@@ -146,6 +147,24 @@ async fn main() -> anyhow::Result<()> {
         assert_eq!(verification.entries, total);
     }
     let verify_secs = median(rounds);
+    // 2a'. The same in one part, on one core: what splitting buys.
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let one_part = fleetward_server::events::Parts {
+            max: 1,
+            min_entries: 1,
+        };
+        let verification = fleetward_server::events::verify_store_in_parts(
+            &store,
+            &signer.verifying_key(),
+            one_part,
+        )
+        .await?;
+        rounds.push(started.elapsed().as_secs_f64());
+        assert!(verification.ok, "{verification:?}");
+    }
+    let one_part_secs = median(rounds);
     store.close().await;
 
     // 2b. openssl over a file as large as the database.
@@ -196,6 +215,13 @@ async fn main() -> anyhow::Result<()> {
         db_bytes as f64 / 1e9,
         openssl_secs,
         openssl_secs / verify_secs
+    );
+    println!(
+        "| `verify` in one part (one core) | {:.0} ({:.1} s) | `openssl dgst -sha256`: {:.1} s | {:.2} | |",
+        rate(one_part_secs),
+        one_part_secs,
+        openssl_secs,
+        openssl_secs / one_part_secs
     );
     Ok(())
 }

@@ -253,45 +253,105 @@ pub fn checkpoint_from_wire(c: &EventCheckpoint) -> anyhow::Result<Checkpoint> {
     })
 }
 
-/// Verifies the log in a store, page by page, against `key`.
+/// How [`verify_store_in_parts`] may split the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parts {
+    /// At most this many parts are checked at once.
+    pub max: usize,
+    /// No part is shorter: splitting costs a point read per part and a
+    /// thread hop, worth it only for long logs.
+    pub min_entries: u64,
+}
+
+impl Parts {
+    /// One part per core, none shorter than 100,000 entries.
+    pub fn per_core() -> Parts {
+        Parts {
+            max: std::thread::available_parallelism().map_or(1, usize::from),
+            min_entries: 100_000,
+        }
+    }
+}
+
+/// Verifies the log in a store against `key`.
+///
+/// A long log is checked in parts, one per core, each from the stored hash
+/// of the entry before it, and the parts are then joined (each must end on
+/// the entry and hash the next one started from). Reading the rows is what
+/// takes the time, not hashing them, and separate readers read side by
+/// side. If a part or a seam fails, the log is checked again from the start,
+/// in one part, so that the report names the first bad entry exactly as a
+/// sequential check would.
 pub async fn verify_store(
     store: &dyn Store,
     key: &ed25519_dalek::VerifyingKey,
 ) -> Result<fleetward_wire::events::EventVerification, fleetward_store::StoreError> {
+    verify_store_in_parts(store, key, Parts::per_core()).await
+}
+
+/// [`verify_store`] with the splitting chosen by the caller.
+pub async fn verify_store_in_parts(
+    store: &dyn Store,
+    key: &ed25519_dalek::VerifyingKey,
+    parts: Parts,
+) -> Result<fleetward_wire::events::EventVerification, fleetward_store::StoreError> {
     let checkpoints = store.checkpoints().await?;
     let anchor = store.event_anchor().await?;
-    let mut verifier = match fleetward_events::Verifier::new(&checkpoints, key, anchor.as_ref()) {
+    let verifier = match fleetward_events::Verifier::new(&checkpoints, key, anchor.as_ref()) {
         Ok(verifier) => verifier,
         Err(tamper) => return Ok(report(Err(tamper))),
     };
-    // Page by page: memory stays constant however long the log is. The
-    // next page is read (on the store's own thread) while this one is
-    // hashed, so reading and hashing use both cores.
-    let filter = fleetward_store::EventFilter::default();
-    let mut page = store
-        .list_events(
-            &filter,
-            anchor.as_ref().map(|a| a.seq),
-            fleetward_store::MAX_PAGE,
-        )
-        .await?;
-    while let Some(last) = page.last() {
-        let next = store.list_events(&filter, Some(last.seq), fleetward_store::MAX_PAGE);
-        let checked = async {
-            for entry in &page {
-                verifier.push(entry)?;
-            }
-            Ok(())
-        };
-        // `join!` polls the read first, which starts it, then hashes.
-        let (next, checked): (_, Result<(), fleetward_events::Tamper>) =
-            tokio::join!(next, checked);
-        if let Err(tamper) = checked {
-            return Ok(report(Err(tamper)));
-        }
-        page = next?;
+    let after = anchor.as_ref().map(|a| a.seq);
+    if let Some(verified) = verify_in_parts(store, verifier.clone(), after, parts).await? {
+        return Ok(report(verified.finish()));
     }
-    Ok(report(verifier.finish()))
+    let checked = store.verify_event_range(verifier, after, None).await?;
+    Ok(report(checked.and_then(fleetward_events::Verifier::finish)))
+}
+
+/// The log checked in parts at once; `None` when it is short,
+/// or when any part or seam fails (the caller then checks it in one part).
+async fn verify_in_parts(
+    store: &dyn Store,
+    verifier: fleetward_events::Verifier,
+    after: Option<u64>,
+    parts: Parts,
+) -> Result<Option<fleetward_events::Verifier>, fleetward_store::StoreError> {
+    let first = after.unwrap_or(0);
+    let (head, _) = store.event_head().await?;
+    let entries = head.saturating_sub(first);
+    let parts = (parts.max as u64).min(entries / parts.min_entries.max(1));
+    if parts < 2 {
+        return Ok(None);
+    }
+    let mut boundaries = Vec::new();
+    for n in 1..parts {
+        let seq = first + entries * n / parts;
+        match store.event(seq).await? {
+            Some(entry) if entry.seq == seq => boundaries.push((seq, entry.hash)),
+            _ => return Ok(None),
+        }
+    }
+    let ranges = std::iter::once(after)
+        .chain(boundaries.iter().map(|&(seq, _)| Some(seq)))
+        .zip(boundaries.iter().map(|&(seq, _)| Some(seq)).chain([None]));
+    let checks = verifier
+        .split(&boundaries)
+        .into_iter()
+        .zip(ranges)
+        .map(|(part, (from, to))| store.verify_event_range(part, from, to));
+    let mut checked = Vec::with_capacity(boundaries.len() + 1);
+    for part in futures::future::join_all(checks).await {
+        match part? {
+            Ok(part) => checked.push(part),
+            Err(_) => return Ok(None),
+        }
+    }
+    let mut checked = checked.into_iter();
+    let Some(first) = checked.next() else {
+        return Ok(None);
+    };
+    Ok(checked.try_fold(first, fleetward_events::Verifier::join))
 }
 
 pub fn report(

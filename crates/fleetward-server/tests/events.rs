@@ -215,11 +215,12 @@ async fn retention_prunes_to_a_checkpoint_and_the_rest_still_verifies() {
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
-/// `verify_store` reads page after page while it hashes; an edit, a
-/// deletion or a swap anywhere (first page, a page boundary, the last
-/// page) is named by its sequence number, and the untouched log verifies.
+/// `verify_store` reads the log in one part or in several at once; an
+/// edit, a deletion or a swap anywhere (the first entry, a page boundary,
+/// the entry a part starts from, the last entry) is named by its sequence
+/// number either way, and the untouched log verifies.
 #[tokio::test]
-async fn verify_store_names_the_first_bad_entry_on_any_page() {
+async fn verify_store_names_the_first_bad_entry_in_one_part_or_several() {
     use fleetward_events::{CheckpointSigner, Event, EventKind};
     use fleetward_store::{EventLog as _, SqliteStore, Store as _};
 
@@ -248,6 +249,26 @@ async fn verify_store_names_the_first_bad_entry_on_any_page() {
             "UPDATE security_events SET severity = 'info' WHERE seq = 2500",
             Some(2500),
         ),
+        // Split in three, the parts start after entries 833 and 1666.
+        (
+            "UPDATE security_events SET message = 'edited' WHERE seq = 833",
+            Some(833),
+        ),
+        (
+            "UPDATE security_events SET hash = zeroblob(32) WHERE seq = 1666",
+            Some(1666),
+        ),
+        ("DELETE FROM security_events WHERE seq = 1666", Some(1667)),
+        (
+            "UPDATE security_events SET prev_hash = x'00' WHERE seq = 1667",
+            Some(1667),
+        ),
+        // A kind no release of ours writes: an edit, not a decoding error.
+        (
+            "UPDATE security_events SET kind = 'nothing_happened' WHERE seq = 2000",
+            Some(2000),
+        ),
+        ("DELETE FROM security_events WHERE seq > 2400", Some(2500)),
     ];
     for (tamper, bad) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -267,10 +288,13 @@ async fn verify_store_names_the_first_bad_entry_on_any_page() {
             .collect();
         store.append_events(&events).await.unwrap();
         let (seq, hash) = store.event_head().await.unwrap();
-        store
-            .add_checkpoint(&signer.sign(seq, hash, 1_790_000_000_000))
-            .await
-            .unwrap();
+        let middle = store.event(1200).await.unwrap().unwrap();
+        for (seq, hash) in [(1200, middle.hash), (seq, hash)] {
+            store
+                .add_checkpoint(&signer.sign(seq, hash, 1_790_000_000_000))
+                .await
+                .unwrap();
+        }
         if !tamper.is_empty() {
             let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
             // Whoever holds the file can drop the append-only triggers.
@@ -283,13 +307,32 @@ async fn verify_store_names_the_first_bad_entry_on_any_page() {
             sqlx::raw_sql(tamper).execute(&raw).await.unwrap();
             raw.close().await;
         }
-        let verified = fleetward_server::events::verify_store(&store, &key)
+        let one_part = fleetward_server::events::verify_store(&store, &key)
             .await
             .unwrap();
-        assert_eq!(verified.bad_seq, *bad, "{tamper}: {verified:?}");
-        assert_eq!(verified.ok, bad.is_none(), "{tamper}: {verified:?}");
-        if bad.is_none() {
-            assert_eq!((verified.entries, verified.checkpoints), (total, 1));
+        let three_parts = fleetward_server::events::verify_store_in_parts(
+            &store,
+            &key,
+            fleetward_server::events::Parts {
+                max: 3,
+                min_entries: 1,
+            },
+        )
+        .await
+        .unwrap();
+        for verified in [one_part, three_parts] {
+            assert_eq!(verified.bad_seq, *bad, "{tamper}: {verified:?}");
+            assert_eq!(verified.ok, bad.is_none(), "{tamper}: {verified:?}");
+            if bad.is_none() {
+                assert_eq!(
+                    (
+                        verified.entries,
+                        verified.checkpoints,
+                        verified.unsigned_tail
+                    ),
+                    (total, 2, 0)
+                );
+            }
         }
         store.close().await;
     }

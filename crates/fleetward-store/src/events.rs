@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use fleetward_core::DeviceId;
-use fleetward_events::{Checkpoint, Entry, Event, EventKind, Hash, Severity};
+use fleetward_events::{Checkpoint, Entry, Event, EventKind, Hash, Severity, Tamper, Verifier};
 
 use crate::{AuditEntry, Result};
 
@@ -36,6 +36,34 @@ pub trait EventLog: Send + Sync {
         limit: u32,
     ) -> Result<Vec<Entry>>;
     async fn event(&self, seq: u64) -> Result<Option<Entry>>;
+    /// Hands every entry with `after < seq <= until` (no upper bound without
+    /// `until`) to `verifier`, in sequence order, and gives it back, or the
+    /// first tamper it found. Stores that can read rows without decoding
+    /// them into events do (SQLite); this default reads pages.
+    async fn verify_event_range(
+        &self,
+        mut verifier: Verifier,
+        after: Option<u64>,
+        until: Option<u64>,
+    ) -> Result<std::result::Result<Verifier, Tamper>> {
+        let filter = EventFilter::default();
+        let mut after = after;
+        loop {
+            let page = self.list_events(&filter, after, crate::MAX_PAGE).await?;
+            let Some(last) = page.last().map(|e| e.seq) else {
+                return Ok(Ok(verifier));
+            };
+            for entry in page.iter().filter(|e| until.is_none_or(|u| e.seq <= u)) {
+                if let Err(tamper) = verifier.push(entry) {
+                    return Ok(Err(tamper));
+                }
+            }
+            if until.is_some_and(|u| last >= u) {
+                return Ok(Ok(verifier));
+            }
+            after = Some(last);
+        }
+    }
     async fn add_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()>;
     /// Every stored checkpoint after the anchor, in sequence order.
     async fn checkpoints(&self) -> Result<Vec<Checkpoint>>;

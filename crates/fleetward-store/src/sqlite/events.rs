@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fleetward_core::DeviceId;
-use fleetward_events::{Chain, Checkpoint, Entry, Event, EventKind, Hash, Severity};
+use fleetward_events::{
+    Chain, Checkpoint, Entry, EntryFields, Event, EventFields, EventKind, Hash, Severity, Tamper,
+    TamperKind, Verifier,
+};
 use sqlx::{Sqlite, Transaction};
 
 use super::{Columns, SqliteStore, all_rows, insert_audit};
@@ -122,6 +125,56 @@ pub(crate) fn entry_from_row(row: &impl Columns) -> Result<Entry> {
     })
 }
 
+/// Streams the rows of one statement into `verifier`, borrowing each row's
+/// bytes: `verify` reads every row there is, and decoding each into an owned
+/// [`Event`] cost more than reading and hashing it.
+fn verify_rows(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    mut verifier: Verifier,
+) -> rusqlite::Result<Result<std::result::Result<Verifier, Tamper>>> {
+    let mut statement = conn.prepare(sql)?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let seq = match to_seq(row.get(entry_col::SEQ)?) {
+            Ok(seq) => seq,
+            Err(e) => return Ok(Err(e)),
+        };
+        // A hash of the wrong length was written by someone other than us.
+        let edited = || Tamper {
+            seq,
+            kind: TamperKind::Edited,
+        };
+        let hash_at = |column| -> rusqlite::Result<Option<Hash>> {
+            Ok(row.get_ref(column)?.as_blob()?.try_into().ok().map(Hash))
+        };
+        let (Some(prev_hash), Some(hash)) =
+            (hash_at(entry_col::PREV_HASH)?, hash_at(entry_col::HASH)?)
+        else {
+            return Ok(Ok(Err(edited())));
+        };
+        let entry = EntryFields {
+            seq,
+            prev_hash,
+            hash,
+            event: EventFields {
+                kind: row.get_ref(entry_col::KIND)?.as_bytes()?,
+                severity: row.get_ref(entry_col::SEVERITY)?.as_bytes()?,
+                device: row.get_ref(entry_col::DEVICE)?.as_bytes_or_null()?,
+                source: row.get_ref(entry_col::SOURCE)?.as_bytes_or_null()?,
+                server_time_ms: row.get(entry_col::SERVER_TIME)?,
+                device_time_ms: row.get(entry_col::DEVICE_TIME)?,
+                message: row.get_ref(entry_col::MESSAGE)?.as_bytes()?,
+                detail: row.get_ref(entry_col::DETAIL)?.as_bytes()?,
+            },
+        };
+        if let Err(tamper) = verifier.push_fields(&entry) {
+            return Ok(Ok(Err(tamper)));
+        }
+    }
+    Ok(Ok(Ok(verifier)))
+}
+
 pub(crate) fn checkpoint_from_row(row: &impl Columns) -> Result<Checkpoint> {
     let signature: [u8; 64] = row
         .blob("signature")?
@@ -182,6 +235,22 @@ impl EventLog for SqliteStore {
             .scan(move |conn| all_rows(conn, &sql, |row| entry_from_row(row)))
             .await??;
         Ok(entries.into_iter().next())
+    }
+
+    async fn verify_event_range(
+        &self,
+        verifier: Verifier,
+        after: Option<u64>,
+        until: Option<u64>,
+    ) -> Result<std::result::Result<Verifier, Tamper>> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM security_events WHERE seq > {} AND seq <= {} ORDER BY seq",
+            from_seq(after.unwrap_or(0))?,
+            from_seq(until.unwrap_or(i64::MAX as u64))?,
+        );
+        self.reader()?
+            .scan(move |conn| verify_rows(conn, &sql, verifier))
+            .await?
     }
 
     async fn add_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
