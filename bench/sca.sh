@@ -7,15 +7,18 @@
 #      npm-less, crates) against every advisory set in ../shared/data/advisories (goal: < 300 ms),
 #      next to `jq` parsing the same file as a floor.
 #
-# Usage: bench/sca.sh [RUNS] (default 10; median reported). Needs ../shared/data, python3, jq;
+# Usage: bench/sca.sh [RUNS] (default 10; median reported). Needs ../shared/data, python3, jq, hyperfine;
 # cargo-audit if on PATH or in /tmp/cargo-audit-root/bin (else that ratio is skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-10}
 SHARED=../shared/data
 [ -d "$SHARED/advisories" ] || { echo "SKIPPED: $SHARED is not present" >&2; exit 0; }
-command -v jq >/dev/null || { apt-get update -qq && apt-get install -y -qq jq >/dev/null; }
-export CARGO_PROFILE_RELEASE_LTO=${CARGO_PROFILE_RELEASE_LTO:-off}
+for tool in jq hyperfine; do
+    command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$tool" >/dev/null; }
+done
+# The release profile as shipped (thin LTO): what users run. Set
+# CARGO_PROFILE_RELEASE_LTO=off to reuse a faster, non-LTO build.
 cargo build --release -p fleetward --quiet
 TARGET=${CARGO_TARGET_DIR:-target}
 FW="$TARGET/release/fleetward"
@@ -95,19 +98,16 @@ t0=$(date +%s.%N)
 t1=$(date +%s.%N)
 IMPORT_S=$(echo "$t1 - $t0" | bc)
 
-# median wall time (ms) of a command over $RUNS runs; exit status 1 (findings) is expected.
+# median wall time (ms) of a command over $RUNS runs, by hyperfine without a shell (-N),
+# after 3 warm-up runs; exit status 1 (findings) is expected. Timing each run with two `date`
+# forks around it, as this script first did, added about a millisecond of fork and exec to
+# both sides, which is not either tool's time.
 # The mean CPU time (ms) goes to $WORK/cpu.last: on a
 # shared machine the wall time mostly measures the queue for a core, the CPU time
 # what the process itself did.
 median_ms() {
-    local times=() cpus=()
-    for _ in $(seq "$RUNS"); do
-        local s e
-        s=$(date +%s%N)
-        "$@" >/dev/null 2>&1 || true
-        e=$(date +%s%N)
-        times+=($(( (e - s) / 1000 )))
-    done
+    local cpus=()
+    hyperfine -N -i --warmup 3 --runs "$RUNS" --export-json "$WORK/hyperfine.json" -- "$(printf '%q ' "$@")" >/dev/null 2>&1
     # CPU time in runs of its own (the tool's own start-up would be in the wall time):
     # perf's task-clock where perf works, else rusage (10 ms ticks: reads 0 for short runs).
     for _ in $(seq "$RUNS"); do
@@ -120,7 +120,7 @@ median_ms() {
         fi
     done
     printf '%s\n' "${cpus[@]}" | awk '{t+=$1} END {printf "%.1f", t/NR}' > "$WORK/cpu.last"
-    printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {printf "%.1f", a[int((NR+1)/2)]/1000}'
+    jq '.results[0].median * 1000' "$WORK/hyperfine.json" | xargs printf '%.1f'
 }
 cpu() { cat "$WORK/cpu.last"; }
 PERF=$(perf stat -e task-clock true >/dev/null 2>&1 && echo yes || true)
@@ -144,7 +144,7 @@ else
 fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 cat <<MD
-Measured $(date -u +%Y-%m-%d) on $(nproc) cores (load average: $(cut -d' ' -f1-3 /proc/loadavg)); release build; whole process: median wall time of $RUNS runs, and mean CPU time ($CPU_HOW) in brackets.
+Measured $(date -u +%Y-%m-%d) on $(nproc) cores (load average: $(cut -d' ' -f1-3 /proc/loadavg)); release build; whole process: median wall time of $RUNS runs (hyperfine -N, 3 warm-up runs), and mean CPU time ($CPU_HOW) in brackets.
 
 | measurement | fleetward scan | baseline (same run) | ratio (wall; CPU) | goal |
 |---|---|---|---|---|

@@ -32,11 +32,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..runs {
         let bytes = std::fs::read(PathBuf::from(&sbom_path))?;
         let sbom = fleetward_sca::sbom::parse(&bytes, &fleetward_sca::sbom::Limits::default())?;
-        let mut index = fleetward_advisories::Index::open(&PathBuf::from(&dir))?;
+        let index = fleetward_advisories::Index::open(&PathBuf::from(&dir))?;
         let imported_at = index.imported_at();
         let report = fleetward_sca::scan(
             &sbom,
-            &mut index,
+            &index,
             Some(imported_at),
             &policy,
             time::OffsetDateTime::now_utc(),

@@ -416,7 +416,7 @@ impl Index {
 
     /// The advisories recorded under `key` (see
     /// [`fleetward_sca::advisory::index_key`]).
-    pub fn get(&mut self, key: &str) -> Result<Vec<Advisory>, IndexError> {
+    pub fn get(&self, key: &str) -> Result<Vec<Advisory>, IndexError> {
         let Ok(pos) = self.table.binary_search_by(|(k, _, _)| k.as_str().cmp(key)) else {
             return Ok(Vec::new());
         };
@@ -428,7 +428,7 @@ impl Index {
             });
         }
         let mut buf = vec![0u8; len as usize];
-        read_at(&mut self.file, self.blob_start + offset, &mut buf).map_err(io(&self.path))?;
+        read_at(&self.file, self.blob_start + offset, &mut buf).map_err(io(&self.path))?;
         codec::decode(&buf).map_err(|e| IndexError::Corrupt {
             path: self.path.clone(),
             message: format!("entry {key:?}: {e}"),
@@ -436,22 +436,30 @@ impl Index {
     }
 }
 
-/// One positioned read (`pread`) where there is one: a large scan reads
-/// thousands of entries, and a seek per entry doubled the system calls.
+/// One positioned read (`pread`): a large scan reads thousands of entries
+/// (a seek per entry doubled the system calls), from several threads at
+/// once, which a shared file position would not allow.
 #[cfg(unix)]
-fn read_at(file: &mut std::fs::File, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
+fn read_at(file: &std::fs::File, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
     std::os::unix::fs::FileExt::read_exact_at(file, buf, at)
 }
 
-#[cfg(not(unix))]
-fn read_at(file: &mut std::fs::File, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
-    use std::io::{Seek as _, SeekFrom};
-    file.seek(SeekFrom::Start(at))?;
-    file.read_exact(buf)
+#[cfg(windows)]
+fn read_at(file: &std::fs::File, mut at: u64, mut buf: &mut [u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match std::os::windows::fs::FileExt::seek_read(file, buf, at)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                at += n as u64;
+            }
+        }
+    }
+    Ok(())
 }
 
 impl AdvisorySource for Index {
-    fn lookup(&mut self, key: &str) -> Result<Vec<Advisory>, String> {
+    fn lookup(&self, key: &str) -> Result<Vec<Advisory>, String> {
         self.get(key).map_err(|e| e.to_string())
     }
 }

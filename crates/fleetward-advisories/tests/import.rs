@@ -49,7 +49,7 @@ fn import_directory_reports_bad_files_and_keeps_the_rest() {
         "{errors:?}"
     );
 
-    let mut index = Index::open(out.path()).unwrap();
+    let index = Index::open(out.path()).unwrap();
     assert_eq!(index.imported_at(), now);
     let smallvec = index.get(&index_key("crates.io", "smallvec")).unwrap();
     assert_eq!(smallvec.len(), 1);
@@ -140,7 +140,7 @@ fn a_damaged_entry_is_a_corrupt_index_error_naming_the_key() {
     // or decodes to garbage, and either way the lookup says so.
     bytes.truncate(bytes.len() - 3);
     std::fs::write(&path, &bytes).unwrap();
-    let mut index = Index::open(out.path()).unwrap();
+    let index = Index::open(out.path()).unwrap();
     let keys = [
         index_key("crates.io", "smallvec"),
         index_key("PyPI", "pyyaml"),
@@ -209,7 +209,7 @@ fn whole_collection_firmware_and_pypi_corpora() {
         "{:?}",
         &report.errors[..report.errors.len().min(20)]
     );
-    let mut index = Index::open(out.path()).unwrap();
+    let index = Index::open(out.path()).unwrap();
     let policy = Policy::parse("").unwrap();
     for (doc, tsv) in [
         (
@@ -231,7 +231,7 @@ fn whole_collection_firmware_and_pypi_corpora() {
             &Limits::default(),
         )
         .unwrap();
-        let r = scan::scan(&sbom, &mut index, Some(now), &policy, now).unwrap();
+        let r = scan::scan(&sbom, &index, Some(now), &policy, now).unwrap();
         let want = expected(&corpus.join(tsv));
         let want_ids: BTreeSet<String> = want.iter().map(|(_, id)| id.clone()).collect();
         // Every expected advisory is reported (as an id of its finding,

@@ -190,20 +190,33 @@ impl Event {
 /// its release suffix (`Debian:11` → `debian`), lower case; the name
 /// normalised the way its ecosystem compares names.
 pub fn index_key(ecosystem: &str, name: &str) -> String {
-    let eco = ecosystem
-        .split(':')
-        .next()
-        .unwrap_or(ecosystem)
-        .trim()
-        .to_ascii_lowercase();
-    let name = match eco.as_str() {
-        "pypi" => pep503(name),
-        "npm" | "go" | "generic" | "debian" | "ubuntu" | "alpine" | "packagist" => {
-            name.to_lowercase()
+    // Built in place: a scan computes one key per component, and the
+    // intermediate strings of `format!` were a measurable share of it.
+    let eco = ecosystem.split(':').next().unwrap_or(ecosystem).trim();
+    let is = |names: &[&str]| names.iter().any(|n| eco.eq_ignore_ascii_case(n));
+    let mut key = String::with_capacity(eco.len() + 1 + name.len());
+    key.extend(eco.chars().map(|c| c.to_ascii_lowercase()));
+    key.push('\u{1f}');
+    if is(&["pypi"]) {
+        key.push_str(&pep503(name));
+    } else if is(&[
+        "npm",
+        "go",
+        "generic",
+        "debian",
+        "ubuntu",
+        "alpine",
+        "packagist",
+    ]) {
+        if name.is_ascii() {
+            key.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+        } else {
+            key.push_str(&name.to_lowercase());
         }
-        _ => name.to_owned(),
-    };
-    format!("{eco}\u{1f}{name}")
+    } else {
+        key.push_str(name);
+    }
+    key
 }
 
 impl Affected {

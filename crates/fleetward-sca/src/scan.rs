@@ -18,9 +18,9 @@ use crate::sbom::{Component, Sbom, SbomFormat};
 use crate::severity::{Severity, advisory_severity};
 
 /// Where advisories come from: all advisories recorded under an index key
-/// (see [`index_key`]).
-pub trait AdvisorySource {
-    fn lookup(&mut self, key: &str) -> Result<Vec<Advisory>, String>;
+/// (see [`index_key`]). Shared by the threads of a large scan.
+pub trait AdvisorySource: Sync {
+    fn lookup(&self, key: &str) -> Result<Vec<Advisory>, String>;
 }
 
 /// Advisories held in memory (tests, small data sets).
@@ -44,7 +44,7 @@ impl MemoryAdvisories {
 }
 
 impl AdvisorySource for MemoryAdvisories {
-    fn lookup(&mut self, key: &str) -> Result<Vec<Advisory>, String> {
+    fn lookup(&self, key: &str) -> Result<Vec<Advisory>, String> {
         Ok(self.by_key.get(key).cloned().unwrap_or_default())
     }
 }
@@ -175,6 +175,17 @@ pub struct Stats {
     pub advisories_checked: usize,
 }
 
+impl Stats {
+    /// Adds the counts of another part of the same SBOM (not `components`,
+    /// which the whole scan sets once).
+    fn add(&mut self, part: &Stats) {
+        self.identifiable += part.identifiable;
+        self.unidentifiable += part.unidentifiable;
+        self.not_from_registry += part.not_from_registry;
+        self.advisories_checked += part.advisories_checked;
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
@@ -261,7 +272,7 @@ fn action_level(a: Action) -> Option<Level> {
 /// Scans `sbom` against `advisories` under `policy` at time `now`.
 pub fn scan(
     sbom: &Sbom,
-    advisories: &mut dyn AdvisorySource,
+    advisories: &dyn AdvisorySource,
     advisories_imported_at: Option<OffsetDateTime>,
     policy: &Policy,
     now: OffsetDateTime,
@@ -300,101 +311,9 @@ pub fn scan(
         }),
         _ => {}
     }
-    let mut cache: HashMap<String, Vec<Advisory>> = HashMap::new();
-    for c in &sbom.components {
-        if !c.is_identifiable() {
-            stats.unidentifiable += 1;
-            if let Some(level) = action_level(policy.unidentifiable) {
-                findings.push(Finding {
-                    rule: "component.unidentifiable",
-                    level,
-                    message: format!(
-                        "{} ({}) has neither purl nor CPE: no advisory can be matched",
-                        display_name(c),
-                        c.path
-                    ),
-                    component: Some(c.into()),
-                    kind: FindingKind::Unidentifiable,
-                    waived_by: None,
-                });
-            }
-        } else {
-            stats.identifiable += 1;
-        }
-        if sbom.format != SbomFormat::CargoLock {
-            license_finding(c, policy, &mut findings);
-        }
-        if !c.is_identifiable() {
-            continue;
-        }
-        if !from_public_registry(c, policy.cargo_sources) {
-            stats.not_from_registry += 1;
-            continue;
-        }
-        let Some(version) = c.match_version() else {
-            continue;
-        };
-        let mut matched: Vec<&Advisory> = Vec::new();
-        let keys = keys_of(c);
-        for key in &keys {
-            if !cache.contains_key(key) {
-                let list = advisories.lookup(key)?;
-                cache.insert(key.clone(), list);
-            }
-        }
-        for key in &keys {
-            for adv in cache.get(key).into_iter().flatten() {
-                if adv.withdrawn.is_some() || matched.iter().any(|m| m.id == adv.id) {
-                    continue;
-                }
-                stats.advisories_checked += 1;
-                // The advisory is stored under `key`, so when it names one
-                // package that is this one; only several need the key
-                // (computing it for every advisory was 6 % of a large scan).
-                let single = adv.affected.len() == 1;
-                for aff in adv.affected.iter().filter(|a| single || &a.key() == key) {
-                    if !policy.target_os.is_empty()
-                        && !aff.os.is_empty()
-                        && !aff.os.iter().any(|os| policy.target_os.contains(os))
-                    {
-                        continue;
-                    }
-                    match aff.affects(version) {
-                        Ok(true) => {
-                            matched.push(adv);
-                            break;
-                        }
-                        Ok(false) => {}
-                        Err(e) => {
-                            if let Some(level) = action_level(policy.unreadable_version) {
-                                findings.push(Finding {
-                                    rule: "vulnerability.unreadable-version",
-                                    level,
-                                    message: format!(
-                                        "{}: {e}; {} could not be checked",
-                                        display_name(c),
-                                        adv.id
-                                    ),
-                                    component: Some(c.into()),
-                                    kind: FindingKind::UnreadableVersion {
-                                        advisory: adv.id.clone(),
-                                        error: e.to_string(),
-                                    },
-                                    waived_by: None,
-                                });
-                            }
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        for group in merge_aliases(&matched) {
-            if let Some(f) = vulnerability_finding(c, &group, policy) {
-                findings.push(f);
-            }
-        }
-    }
+    let (found, counts) = scan_components(sbom, advisories, policy)?;
+    findings.extend(found);
+    stats.add(&counts);
     apply_waivers(&mut findings, &policy.waivers, now);
     let verdict = if findings.iter().any(Finding::fails) {
         Verdict::Fail
@@ -409,6 +328,175 @@ pub fn scan(
         stats,
         findings,
     })
+}
+
+/// Below this many components a scan runs on one thread: starting threads
+/// costs more than it saves.
+const MIN_COMPONENTS_PER_THREAD: usize = 256;
+
+/// Every component's findings, in component order, and the counts. A large
+/// SBOM is split into consecutive parts scanned on their own threads (each
+/// with its own lookup cache) and put back together in order, so the report
+/// is the same as from one thread.
+fn scan_components(
+    sbom: &Sbom,
+    advisories: &dyn AdvisorySource,
+    policy: &Policy,
+) -> Result<(Vec<Finding>, Stats), String> {
+    let scan_part = |part: &[Component]| -> Result<(Vec<Finding>, Stats), String> {
+        let mut cache = HashMap::new();
+        let mut findings = Vec::new();
+        let mut stats = Stats::default();
+        for c in part {
+            scan_component(
+                c,
+                sbom.format,
+                advisories,
+                policy,
+                &mut cache,
+                &mut findings,
+                &mut stats,
+            )?;
+        }
+        Ok((findings, stats))
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(sbom.components.len() / MIN_COMPONENTS_PER_THREAD)
+        .max(1);
+    if threads == 1 {
+        return scan_part(&sbom.components);
+    }
+    let per_thread = sbom.components.len().div_ceil(threads);
+    let parts: Vec<Result<(Vec<Finding>, Stats), String>> = std::thread::scope(|scope| {
+        let running: Vec<_> = sbom
+            .components
+            .chunks(per_thread)
+            .map(|part| scope.spawn(move || scan_part(part)))
+            .collect();
+        running
+            .into_iter()
+            .map(|thread| {
+                thread
+                    .join()
+                    .unwrap_or_else(|_| Err("a scan thread failed".to_owned()))
+            })
+            .collect()
+    });
+    let mut findings = Vec::new();
+    let mut stats = Stats::default();
+    for part in parts {
+        let (found, counts) = part?;
+        findings.extend(found);
+        stats.add(&counts);
+    }
+    Ok((findings, stats))
+}
+
+/// One component's findings and counts, in the order a sequential scan
+/// gives them. `cache` holds the advisories already looked up by key.
+fn scan_component(
+    c: &Component,
+    format: SbomFormat,
+    advisories: &dyn AdvisorySource,
+    policy: &Policy,
+    cache: &mut HashMap<String, Vec<Advisory>>,
+    findings: &mut Vec<Finding>,
+    stats: &mut Stats,
+) -> Result<(), String> {
+    if !c.is_identifiable() {
+        stats.unidentifiable += 1;
+        if let Some(level) = action_level(policy.unidentifiable) {
+            findings.push(Finding {
+                rule: "component.unidentifiable",
+                level,
+                message: format!(
+                    "{} ({}) has neither purl nor CPE: no advisory can be matched",
+                    display_name(c),
+                    c.path
+                ),
+                component: Some(c.into()),
+                kind: FindingKind::Unidentifiable,
+                waived_by: None,
+            });
+        }
+    } else {
+        stats.identifiable += 1;
+    }
+    if format != SbomFormat::CargoLock {
+        license_finding(c, policy, findings);
+    }
+    if !c.is_identifiable() {
+        return Ok(());
+    }
+    if !from_public_registry(c, policy.cargo_sources) {
+        stats.not_from_registry += 1;
+        return Ok(());
+    }
+    let Some(version) = c.match_version() else {
+        return Ok(());
+    };
+    let mut matched: Vec<&Advisory> = Vec::new();
+    let keys = keys_of(c);
+    for key in &keys {
+        if !cache.contains_key(key) {
+            let list = advisories.lookup(key)?;
+            cache.insert(key.clone(), list);
+        }
+    }
+    for key in &keys {
+        for adv in cache.get(key).into_iter().flatten() {
+            if adv.withdrawn.is_some() || matched.iter().any(|m| m.id == adv.id) {
+                continue;
+            }
+            stats.advisories_checked += 1;
+            // The advisory is stored under `key`, so when it names one
+            // package that is this one; only several need the key
+            // (computing it for every advisory was 6 % of a large scan).
+            let single = adv.affected.len() == 1;
+            for aff in adv.affected.iter().filter(|a| single || &a.key() == key) {
+                if !policy.target_os.is_empty()
+                    && !aff.os.is_empty()
+                    && !aff.os.iter().any(|os| policy.target_os.contains(os))
+                {
+                    continue;
+                }
+                match aff.affects(version) {
+                    Ok(true) => {
+                        matched.push(adv);
+                        break;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        if let Some(level) = action_level(policy.unreadable_version) {
+                            findings.push(Finding {
+                                rule: "vulnerability.unreadable-version",
+                                level,
+                                message: format!(
+                                    "{}: {e}; {} could not be checked",
+                                    display_name(c),
+                                    adv.id
+                                ),
+                                component: Some(c.into()),
+                                kind: FindingKind::UnreadableVersion {
+                                    advisory: adv.id.clone(),
+                                    error: e.to_string(),
+                                },
+                                waived_by: None,
+                            });
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    for group in merge_aliases(&matched) {
+        if let Some(f) = vulnerability_finding(c, &group, policy) {
+            findings.push(f);
+        }
+    }
+    Ok(())
 }
 
 fn display_name(c: &Component) -> String {

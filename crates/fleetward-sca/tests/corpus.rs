@@ -65,7 +65,7 @@ fn expected(tsv: &Path) -> BTreeSet<(String, String, String)> {
 #[test]
 fn cargo_lock_findings_equal_cargo_audit() {
     let Some(data) = shared() else { return };
-    let mut db = load_rustsec(&data.join("advisories/rustsec-advisory-db"));
+    let db = load_rustsec(&data.join("advisories/rustsec-advisory-db"));
     let now = time::macros::datetime!(2026-08-22 00:00 UTC);
     let mut checked = 0;
     let mut total = 0;
@@ -83,7 +83,7 @@ fn cargo_lock_findings_equal_cargo_audit() {
             for (suffix, target_os) in [("", vec![]), (".target-linux", vec!["linux".to_owned()])] {
                 let mut policy = Policy::parse("").unwrap();
                 policy.target_os = target_os;
-                let report = scan::scan(&sbom, &mut db, Some(now), &policy, now).unwrap();
+                let report = scan::scan(&sbom, &db, Some(now), &policy, now).unwrap();
                 let got: BTreeSet<(String, String, String)> = report
                     .findings
                     .iter()
@@ -137,7 +137,7 @@ fn cdx_files(dir: &Path, out: &mut Vec<PathBuf>) {
 #[test]
 fn cargo_cyclonedx_sboms_equal_cargo_audit_rows() {
     let Some(data) = shared() else { return };
-    let mut db = load_rustsec(&data.join("advisories/rustsec-advisory-db"));
+    let db = load_rustsec(&data.join("advisories/rustsec-advisory-db"));
     let now = time::macros::datetime!(2026-08-22 00:00 UTC);
     let policy = Policy::parse("").unwrap();
     let mut projects = 0;
@@ -156,7 +156,7 @@ fn cargo_cyclonedx_sboms_equal_cargo_audit_rows() {
             for file in files {
                 let sbom = sbom::parse(&std::fs::read(&file).unwrap(), &Limits::default())
                     .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-                let report = scan::scan(&sbom, &mut db, Some(now), &policy, now).unwrap();
+                let report = scan::scan(&sbom, &db, Some(now), &policy, now).unwrap();
                 for f in &report.findings {
                     if let scan::FindingKind::Vulnerability { ids, .. } = &f.kind {
                         let c = f.component.as_ref().unwrap();

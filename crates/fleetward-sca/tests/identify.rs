@@ -159,3 +159,26 @@ fn canonical_forms_parse_back_to_themselves() {
         "a PyPI name that normalises to nothing"
     );
 }
+
+/// Index keys: the ecosystem without its release, lower case; the name as
+/// its ecosystem compares names (PEP 503 for PyPI, lower case where names
+/// are case-insensitive, unchanged where case matters).
+#[test]
+fn index_keys_normalise_as_each_ecosystem_compares_names() {
+    fn check(ecosystem: &str, name: &str, key: &str) {
+        let got = fleetward_sca::advisory::index_key(ecosystem, name);
+        assert_eq!(got, key.replace('|', "\u{1f}"), "{ecosystem} {name}");
+    }
+    check("crates.io", "Inflector", "crates.io|Inflector");
+    check(
+        "PyPI",
+        "Django_REST.framework",
+        "pypi|django-rest-framework",
+    );
+    check("Debian:11", "OpenSSL", "debian|openssl");
+    check(" Alpine:v3.18 ", "Busybox", "alpine|busybox");
+    check("npm", "@Scope/Pkg", "npm|@scope/pkg");
+    check("Go", "github.com/Foo/Bar", "go|github.com/foo/bar");
+    check("generic", "ΣΟΦΊΑ", "generic|σοφία");
+    check("Maven", "org.Apache:Commons", "maven|org.Apache:Commons");
+}

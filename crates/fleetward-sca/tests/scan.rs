@@ -38,7 +38,7 @@ fn advisories() -> MemoryAdvisories {
 
 fn run(file: &str, policy: &Policy) -> Report {
     let sbom = sbom::parse(&data(file), &Limits::default()).unwrap();
-    scan::scan(&sbom, &mut advisories(), Some(NOW), policy, NOW).unwrap()
+    scan::scan(&sbom, &advisories(), Some(NOW), policy, NOW).unwrap()
 }
 
 fn rules(report: &Report) -> Vec<(String, &'static str, Level)> {
@@ -200,7 +200,7 @@ fn advisory_age() {
     let sbom = sbom::parse(&data("router.spdx.json"), &Limits::default()).unwrap();
     let policy = Policy::parse("[advisories]\nmax_age_days = 7\n").unwrap();
     let old = NOW - time::Duration::days(8);
-    let r = scan::scan(&sbom, &mut advisories(), Some(old), &policy, NOW).unwrap();
+    let r = scan::scan(&sbom, &advisories(), Some(old), &policy, NOW).unwrap();
     assert!(
         r.findings
             .iter()
@@ -208,14 +208,14 @@ fn advisory_age() {
     );
     let r = scan::scan(
         &sbom,
-        &mut advisories(),
+        &advisories(),
         Some(NOW - time::Duration::days(6)),
         &policy,
         NOW,
     )
     .unwrap();
     assert!(!r.findings.iter().any(|f| f.rule == "advisories.max-age"));
-    let r = scan::scan(&sbom, &mut advisories(), None, &policy, NOW).unwrap();
+    let r = scan::scan(&sbom, &advisories(), None, &policy, NOW).unwrap();
     assert!(r.findings.iter().any(|f| f.rule == "advisories.max-age"));
 }
 
@@ -455,4 +455,31 @@ fn range_events_zero_star_and_unreadable_versions() {
     // An unreadable event or version is an error, not "not affected".
     assert!(range_affects(Scheme::Semver, &ev(&[("i", "x.y")]), "1.0.0").is_err());
     assert!(range_affects(Scheme::Semver, &ev(&[("i", "0")]), "not-a-version").is_err());
+}
+
+/// A large SBOM is scanned on several threads; the report is the one a
+/// scan of each component alone, in order, gives: the same findings in the
+/// same order, the same counts.
+#[test]
+fn a_large_sbom_scanned_in_parts_reports_as_one_scan_would() {
+    let router = sbom::parse(&data("router.cdx.json"), &Limits::default()).unwrap();
+    let mut large = router.clone();
+    large.components = (0..2000)
+        .map(|n| router.components[n % router.components.len()].clone())
+        .collect();
+    let policy = Policy::default_firmware();
+    let whole = scan::scan(&large, &advisories(), Some(NOW), &policy, NOW).unwrap();
+    let mut findings = Vec::new();
+    let mut checked = 0;
+    for component in &large.components {
+        let mut one = large.clone();
+        one.components = vec![component.clone()];
+        let alone = scan::scan(&one, &advisories(), Some(NOW), &policy, NOW).unwrap();
+        checked += alone.stats.advisories_checked;
+        findings.extend(alone.findings);
+    }
+    assert!(!findings.is_empty());
+    assert_eq!(whole.findings, findings);
+    assert_eq!(whole.stats.components, 2000);
+    assert_eq!(whole.stats.advisories_checked, checked);
 }

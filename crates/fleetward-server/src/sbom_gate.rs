@@ -50,7 +50,7 @@ impl SbomGate {
         let sbom = sbom::parse(sbom_bytes, &Limits::default())
             .map_err(|e| format!("the release's SBOM is not readable: {e}"))?;
         let dir = data_dir.join("advisories");
-        let mut index = fleetward_advisories::Index::open(&dir).map_err(|e| match e {
+        let index = fleetward_advisories::Index::open(&dir).map_err(|e| match e {
             fleetward_advisories::IndexError::Missing(_) => format!(
                 "no advisory index on the server ({}): import one with `fleetward --data-dir <server data dir> advisories import <DIR|ZIP>`",
                 dir.display()
@@ -58,7 +58,7 @@ impl SbomGate {
             other => other.to_string(),
         })?;
         let imported_at = index.imported_at();
-        fleetward_sca::scan(&sbom, &mut index, Some(imported_at), &policy, now)
+        fleetward_sca::scan(&sbom, &index, Some(imported_at), &policy, now)
     }
 }
 

@@ -105,17 +105,20 @@ pub enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: starting the async runtime: {error}");
-            return ExitCode::from(exit::ERROR);
-        }
+    let result = match cmd::run_offline(&cli) {
+        Some(result) => result,
+        None => match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(cmd::run(cli)),
+            Err(error) => {
+                eprintln!("error: starting the async runtime: {error}");
+                return ExitCode::from(exit::ERROR);
+            }
+        },
     };
-    match runtime.block_on(cmd::run(cli)) {
+    match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -26,6 +26,18 @@ use fleetward_wire::operator::WhoAmI;
 use crate::client::Client;
 use crate::{Cli, Command, output};
 
+/// The commands that need no async runtime, run without one: `fleetward
+/// scan` is a CI step run on every build, and starting and stopping the
+/// runtime's threads was a measurable share of its time (BENCHMARKS.md).
+/// `None` for every other command.
+pub fn run_offline(cli: &Cli) -> Option<anyhow::Result<ExitCode>> {
+    match &cli.command {
+        Command::Scan(args) => Some(scan::run(cli, args)),
+        Command::Advisories(command) => Some(advisories::run(cli, command)),
+        _ => None,
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Init(args) => server::init(&cli, args).await,

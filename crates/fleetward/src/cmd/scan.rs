@@ -55,10 +55,10 @@ pub fn run(cli: &Cli, args: &ScanArgs) -> anyhow::Result<ExitCode> {
         .advisories
         .clone()
         .unwrap_or_else(|| super::advisories::default_dir(cli));
-    let mut index = fleetward_advisories::Index::open(&dir)?;
+    let index = fleetward_advisories::Index::open(&dir)?;
     let imported_at = index.imported_at();
     let now = time::OffsetDateTime::now_utc();
-    let report = fleetward_sca::scan(&sbom, &mut index, Some(imported_at), &policy, now)
+    let report = fleetward_sca::scan(&sbom, &index, Some(imported_at), &policy, now)
         .map_err(anyhow::Error::msg)
         .context("reading the advisory index")?;
     let uri = args.sbom.display().to_string();
