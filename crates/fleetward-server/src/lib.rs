@@ -66,9 +66,27 @@ impl ServerConfig {
     }
 }
 
-/// Shared state of both routers.
+/// Shared state of both routers: one reference-counted pointer.
+///
+/// axum clones the state into every request, several times (the router's
+/// service, each `State` extractor). With a field per shared part that was
+/// ten atomic increments and ten decrements per clone, on counters both
+/// cores write: a twentieth of a device lookup's time (perf, BENCHMARKS.md).
+/// One `Arc` makes it one of each.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+#[derive(Debug)]
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<metrics::Metrics>,
     pub config: Arc<ServerConfig>,
@@ -88,6 +106,10 @@ pub struct AppState {
 }
 
 impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+
     /// The server's clock. Domain code never reads it; handlers pass it in.
     pub fn now(&self) -> OffsetDateTime {
         OffsetDateTime::now_utc()
@@ -248,7 +270,7 @@ pub async fn start_with_store(
         )
     })?;
     let monitor = Arc::new(monitor::Monitor::new(config.monitor.detection.clone()));
-    let state = AppState {
+    let state = AppState::new(Shared {
         store: store.clone(),
         metrics: metrics::Metrics::new(),
         config: Arc::new(config),
@@ -259,7 +281,7 @@ pub async fn start_with_store(
         identity: Arc::new(identity),
         releases: releases.clone(),
         monitor,
-    };
+    });
     let (shutdown, watcher) = watch::channel(false);
     // This server's name in leases: periodic work runs on one replica.
     let holder = lease::Holder::generate();

@@ -103,6 +103,13 @@ pub enum Command {
     },
 }
 
+/// The server answers each request with many short-lived allocations from
+/// two or more threads at once; glibc's allocator was a seventh of a device
+/// lookup's time, and mimalloc's thread-local free lists suit that load
+/// (BENCHMARKS.md, device registry).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cmd::run_offline(&cli) {
