@@ -360,11 +360,15 @@ fn scan_components(
         }
         Ok((findings, stats))
     };
+    // Asking for the core count reads cgroup files: only a large SBOM asks.
+    let most_threads = sbom.components.len() / MIN_COMPONENTS_PER_THREAD;
+    if most_threads < 2 {
+        return scan_part(&sbom.components);
+    }
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
-        .min(sbom.components.len() / MIN_COMPONENTS_PER_THREAD)
-        .max(1);
-    if threads == 1 {
+        .min(most_threads);
+    if threads < 2 {
         return scan_part(&sbom.components);
     }
     let per_thread = sbom.components.len().div_ceil(threads);

@@ -332,14 +332,15 @@ async fn verify_in_parts(
             _ => return Ok(None),
         }
     }
-    let ranges = std::iter::once(after)
-        .chain(boundaries.iter().map(|&(seq, _)| Some(seq)))
-        .zip(boundaries.iter().map(|&(seq, _)| Some(seq)).chain([None]));
-    let checks = verifier
-        .split(&boundaries)
-        .into_iter()
-        .zip(ranges)
-        .map(|(part, (from, to))| store.verify_event_range(part, from, to));
+    // Part k checks the entries after boundary k-1 (or the anchor) up to
+    // and including boundary k; the last part runs to the end of the log.
+    let ends = boundaries.iter().map(|&(seq, _)| Some(seq)).chain([None]);
+    let mut from = after;
+    let mut checks = Vec::with_capacity(boundaries.len() + 1);
+    for (part, to) in verifier.split(&boundaries).into_iter().zip(ends) {
+        checks.push(store.verify_event_range(part, from, to));
+        from = to;
+    }
     let mut checked = Vec::with_capacity(boundaries.len() + 1);
     for part in futures::future::join_all(checks).await {
         match part? {
