@@ -10,10 +10,27 @@
 //! scan (queries, pages, counts) use the same connections through
 //! [`PointReader::scan`], on tokio's blocking pool, so that they never hold
 //! up a runtime thread.
+//!
+//! A read transaction costs more than the indexed read inside it: in WAL
+//! mode SQLite takes and drops a shared lock on the WAL index (an `fcntl`
+//! each, under a process-wide mutex that the runtime threads then contend
+//! for and sleep on). So a pooled connection keeps its read transaction, its
+//! *snapshot*, open from one read to the next for as long as it is current:
+//! [`PointReader::writing`] marks every write transaction of this process
+//! (before it begins and after it ends), and a snapshot taken before the
+//! latest mark is never used again. Reads therefore see every write this
+//! process committed before they began, exactly as with a transaction per
+//! read. Writes by another process on the same file (a second server, the
+//! CLI) are seen by point reads within [`SNAPSHOT_MAX_AGE`]; scans (pages,
+//! counts, the event log's verification) always begin a fresh snapshot, so
+//! an audit sees the file as it is. Idle snapshots are released
+//! when a write begins and when they grow old, so that they do not hold back
+//! checkpoints.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -22,10 +39,50 @@ use crate::{Result, StoreError};
 /// Idle connections kept; runtime threads are few, so few are ever busy.
 const MAX_IDLE: usize = 8;
 
+/// How long a snapshot may serve reads when this process writes nothing:
+/// the most by which a read can miss another process's write.
+pub(crate) const SNAPSHOT_MAX_AGE: Duration = Duration::from_millis(100);
+
 #[derive(Debug)]
 pub(crate) struct PointReader {
     path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Pooled>>,
+    /// Advanced before and after every write transaction of this process.
+    write_marks: AtomicU64,
+}
+
+/// A connection and the read transaction it holds open, if any.
+#[derive(Debug)]
+struct Pooled {
+    connection: Connection,
+    snapshot: Option<Snapshot>,
+}
+
+/// An open read transaction: the write mark read before it began, and when.
+#[derive(Debug, Clone, Copy)]
+struct Snapshot {
+    write_mark: u64,
+    taken: Instant,
+}
+
+/// Which snapshot a read runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Snapshots {
+    /// The connection's open snapshot if it is current, else a fresh one.
+    ReuseCurrent,
+    /// Always a fresh one.
+    BeginFresh,
+}
+
+/// Brackets one write transaction; see [`PointReader::writing`].
+#[must_use = "the write is marked as ended when this is dropped"]
+pub(crate) struct Writing<'r>(&'r PointReader);
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        // Ended, committed or not: snapshots taken while it ran are stale.
+        self.0.write_marks.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl PointReader {
@@ -33,24 +90,113 @@ impl PointReader {
         PointReader {
             path: path.to_owned(),
             idle: Mutex::new(Vec::new()),
+            write_marks: AtomicU64::new(0),
         }
     }
 
-    /// Runs `read` on an idle connection (opening one if none is idle).
+    /// Marks a write transaction of this process: call it before the
+    /// transaction begins and keep the guard until it has ended (committed,
+    /// rolled back or abandoned). No snapshot taken before either mark
+    /// serves a read after it, and idle snapshots are released now, so that
+    /// the write may restart the WAL from its beginning.
+    pub(crate) fn writing(&self) -> Writing<'_> {
+        self.write_marks.fetch_add(1, Ordering::SeqCst);
+        self.release_idle(|_| true);
+        Writing(self)
+    }
+
+    /// Releases idle snapshots older than [`SNAPSHOT_MAX_AGE`], so that a
+    /// quiet server does not hold back another process's checkpoints.
+    pub(crate) fn release_old_snapshots(&self) {
+        let now = Instant::now();
+        self.release_idle(|snapshot| now.duration_since(snapshot.taken) >= SNAPSHOT_MAX_AGE);
+    }
+
+    fn release_idle(&self, release: impl Fn(&Snapshot) -> bool) {
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        // A connection whose transaction does not end cleanly is dropped
+        // (closing it ends the transaction).
+        idle.retain_mut(|pooled| match pooled.snapshot {
+            Some(snapshot) if release(&snapshot) => {
+                pooled.snapshot = None;
+                pooled.connection.execute_batch("COMMIT").is_ok()
+            }
+            _ => true,
+        });
+    }
+
+    /// Runs an indexed point read on an idle connection (opening one if none
+    /// is idle), in a current snapshot.
     pub(crate) fn read<T>(
         &self,
         read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
-        let connection = match self.lock()?.pop() {
-            Some(connection) => connection,
-            None => self.open()?,
+        self.read_in(Snapshots::ReuseCurrent, read)
+    }
+
+    fn read_in<T>(
+        &self,
+        snapshots: Snapshots,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let mut pooled = match self.lock()?.pop() {
+            Some(pooled) => pooled,
+            None => Pooled {
+                connection: self.open()?,
+                snapshot: None,
+            },
         };
-        let answer = read(&connection).map_err(point_read_error);
+        // Read before the snapshot is taken (at the first step of `read`),
+        // so that a write ending after this load is never missed.
+        let write_mark = self.write_marks.load(Ordering::SeqCst);
+        let now = Instant::now();
+        let current = snapshots == Snapshots::ReuseCurrent
+            && pooled.snapshot.is_some_and(|snapshot| {
+                snapshot.write_mark == write_mark
+                    && now.duration_since(snapshot.taken) < SNAPSHOT_MAX_AGE
+            });
+        if !current {
+            if pooled.snapshot.take().is_some() {
+                pooled
+                    .connection
+                    .execute_batch("COMMIT")
+                    .map_err(point_read_error)?;
+            }
+            pooled
+                .connection
+                .execute_batch("BEGIN")
+                .map_err(point_read_error)?;
+            pooled.snapshot = Some(Snapshot {
+                write_mark,
+                taken: now,
+            });
+        }
+        let answer = read(&pooled.connection).map_err(point_read_error);
+        if answer.is_err() {
+            // SQLite may have ended the transaction itself; start afresh,
+            // or drop the connection if it cannot.
+            pooled.snapshot = None;
+            if !pooled.connection.is_autocommit()
+                && pooled.connection.execute_batch("ROLLBACK").is_err()
+            {
+                return answer;
+            }
+        }
         let mut idle = self.lock()?;
         if idle.len() < MAX_IDLE {
-            idle.push(connection);
+            idle.push(pooled);
         }
         answer
+    }
+
+    /// Closes the idle connections (ending their snapshots); the store's
+    /// last connection then checkpoints the WAL as it closes.
+    pub(crate) fn close(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
     }
 
     /// Runs a read that may scan (a page, a count) on the blocking pool, so
@@ -60,12 +206,12 @@ impl PointReader {
         read: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T> {
         let reader = std::sync::Arc::clone(self);
-        tokio::task::spawn_blocking(move || reader.read(read))
+        tokio::task::spawn_blocking(move || reader.read_in(Snapshots::BeginFresh, read))
             .await
             .map_err(|e| StoreError::PointRead(format!("read task failed: {e}")))?
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Vec<Connection>>> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Vec<Pooled>>> {
         self.idle
             .lock()
             .map_err(|_| StoreError::Corrupt("point-read pool lock poisoned".into()))
@@ -90,6 +236,25 @@ impl PointReader {
             .map_err(point_read_error)?;
         Ok(connection)
     }
+}
+
+/// Releases old idle snapshots every [`SNAPSHOT_MAX_AGE`] while the reader
+/// lives (outside a runtime, a store is short-lived and nothing is spawned).
+pub(crate) fn release_old_snapshots_periodically(reader: std::sync::Weak<PointReader>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut ticks = tokio::time::interval(SNAPSHOT_MAX_AGE);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match reader.upgrade() {
+                Some(reader) => reader.release_old_snapshots(),
+                None => break,
+            }
+        }
+    });
 }
 
 fn point_read_error(error: rusqlite::Error) -> StoreError {
