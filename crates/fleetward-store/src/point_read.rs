@@ -7,9 +7,17 @@
 //! the read itself (measured: see BENCHMARKS.md, device registry). So point
 //! reads use a small pool of plain `rusqlite` connections and run where they
 //! are called. Only reads bounded by a unique index run inline; reads that
-//! scan (queries, pages, counts) use the same connections through
+//! scan (queries, pages, counts) use connections of their own through
 //! [`PointReader::scan`], on tokio's blocking pool, so that they never hold
 //! up a runtime thread.
+//!
+//! Point connections plan each statement once, whatever its parameters
+//! (SQLite's query-planner stability guarantee). Otherwise, once `ANALYZE`
+//! has taken STAT4 samples, SQLite plans a statement that joins tables with
+//! the bound value of a compared column and plans it again whenever that
+//! value changes: on every lookup, and the planning cost more than the read
+//! (measured on the device lookup). Scans keep value-based plans: there the
+//! samples choose between indexes that differ a thousandfold.
 //!
 //! A read transaction costs more than the indexed read inside it: in WAL
 //! mode SQLite takes and drops a shared lock on the WAL index (an `fcntl`
@@ -46,7 +54,9 @@ pub(crate) const SNAPSHOT_MAX_AGE: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub(crate) struct PointReader {
     path: PathBuf,
-    idle: Mutex<Vec<Pooled>>,
+    /// Idle connections for [`Read::Point`] and for [`Read::Scan`].
+    idle_point: Mutex<Vec<Pooled>>,
+    idle_scan: Mutex<Vec<Pooled>>,
     /// Advanced before and after every write transaction of this process.
     write_marks: AtomicU64,
 }
@@ -65,13 +75,15 @@ struct Snapshot {
     taken: Instant,
 }
 
-/// Which snapshot a read runs in.
+/// The two kinds of read, which differ in connection and snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Snapshots {
-    /// The connection's open snapshot if it is current, else a fresh one.
-    ReuseCurrent,
-    /// Always a fresh one.
-    BeginFresh,
+enum Read {
+    /// Indexed, a few rows: plans fixed once, the connection's open
+    /// snapshot if it is current, else a fresh one.
+    Point,
+    /// Pages, counts, verification: plans from the bound values, always a
+    /// fresh snapshot.
+    Scan,
 }
 
 /// Brackets one write transaction; see [`PointReader::writing`].
@@ -89,7 +101,8 @@ impl PointReader {
     pub(crate) fn new(path: &Path) -> PointReader {
         PointReader {
             path: path.to_owned(),
-            idle: Mutex::new(Vec::new()),
+            idle_point: Mutex::new(Vec::new()),
+            idle_scan: Mutex::new(Vec::new()),
             write_marks: AtomicU64::new(0),
         }
     }
@@ -113,18 +126,20 @@ impl PointReader {
     }
 
     fn release_idle(&self, release: impl Fn(&Snapshot) -> bool) {
-        let Ok(mut idle) = self.idle.lock() else {
-            return;
-        };
-        // A connection whose transaction does not end cleanly is dropped
-        // (closing it ends the transaction).
-        idle.retain_mut(|pooled| match pooled.snapshot {
-            Some(snapshot) if release(&snapshot) => {
-                pooled.snapshot = None;
-                pooled.connection.execute_batch("COMMIT").is_ok()
-            }
-            _ => true,
-        });
+        for idle in [&self.idle_point, &self.idle_scan] {
+            let Ok(mut idle) = idle.lock() else {
+                continue;
+            };
+            // A connection whose transaction does not end cleanly is dropped
+            // (closing it ends the transaction).
+            idle.retain_mut(|pooled| match pooled.snapshot {
+                Some(snapshot) if release(&snapshot) => {
+                    pooled.snapshot = None;
+                    pooled.connection.execute_batch("COMMIT").is_ok()
+                }
+                _ => true,
+            });
+        }
     }
 
     /// Runs an indexed point read on an idle connection (opening one if none
@@ -133,18 +148,18 @@ impl PointReader {
         &self,
         read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
-        self.read_in(Snapshots::ReuseCurrent, read)
+        self.read_as(Read::Point, read)
     }
 
-    fn read_in<T>(
+    fn read_as<T>(
         &self,
-        snapshots: Snapshots,
+        kind: Read,
         read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
-        let mut pooled = match self.lock()?.pop() {
+        let mut pooled = match self.lock(kind)?.pop() {
             Some(pooled) => pooled,
             None => Pooled {
-                connection: self.open()?,
+                connection: self.open(kind)?,
                 snapshot: None,
             },
         };
@@ -152,7 +167,7 @@ impl PointReader {
         // so that a write ending after this load is never missed.
         let write_mark = self.write_marks.load(Ordering::SeqCst);
         let now = Instant::now();
-        let current = snapshots == Snapshots::ReuseCurrent
+        let current = kind == Read::Point
             && pooled.snapshot.is_some_and(|snapshot| {
                 snapshot.write_mark == write_mark
                     && now.duration_since(snapshot.taken) < SNAPSHOT_MAX_AGE
@@ -184,7 +199,7 @@ impl PointReader {
                 return answer;
             }
         }
-        let mut idle = self.lock()?;
+        let mut idle = self.lock(kind)?;
         if idle.len() < MAX_IDLE {
             idle.push(pooled);
         }
@@ -194,8 +209,10 @@ impl PointReader {
     /// Closes the idle connections (ending their snapshots); the store's
     /// last connection then checkpoints the WAL as it closes.
     pub(crate) fn close(&self) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.clear();
+        for idle in [&self.idle_point, &self.idle_scan] {
+            if let Ok(mut idle) = idle.lock() {
+                idle.clear();
+            }
         }
     }
 
@@ -206,18 +223,21 @@ impl PointReader {
         read: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T> {
         let reader = std::sync::Arc::clone(self);
-        tokio::task::spawn_blocking(move || reader.read_in(Snapshots::BeginFresh, read))
+        tokio::task::spawn_blocking(move || reader.read_as(Read::Scan, read))
             .await
             .map_err(|e| StoreError::PointRead(format!("read task failed: {e}")))?
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Vec<Pooled>>> {
-        self.idle
-            .lock()
-            .map_err(|_| StoreError::Corrupt("point-read pool lock poisoned".into()))
+    fn lock(&self, kind: Read) -> Result<std::sync::MutexGuard<'_, Vec<Pooled>>> {
+        match kind {
+            Read::Point => &self.idle_point,
+            Read::Scan => &self.idle_scan,
+        }
+        .lock()
+        .map_err(|_| StoreError::Corrupt("point-read pool lock poisoned".into()))
     }
 
-    fn open(&self) -> Result<Connection> {
+    fn open(&self, kind: Read) -> Result<Connection> {
         let connection = Connection::open_with_flags(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -230,6 +250,14 @@ impl PointReader {
         connection
             .pragma_update(None, "query_only", true)
             .map_err(point_read_error)?;
+        if kind == Read::Point {
+            connection
+                .set_db_config(
+                    rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+                    true,
+                )
+                .map_err(point_read_error)?;
+        }
         // Pages straight from the page cache of the OS, without a read() each.
         connection
             .pragma_update(None, "mmap_size", 256 * 1024 * 1024)

@@ -232,25 +232,20 @@ fn device_with_tags(row: &impl Columns, tags: BTreeMap<TagKey, TagValue>) -> Res
 /// One device by id, with its tags as one row each (a left join): for a
 /// single device that is cheaper than the list queries' JSON array, which
 /// SQLite builds and the store parses.
-///
-/// The id is compared as `CAST(? AS TEXT)`, not a bare `?`: the join takes
-/// the query past SQLite's single-table short cut, and the planner then
-/// probes its STAT4 samples with a bare parameter's value and marks the
-/// statement to be planned again whenever that value changes, that is, on
-/// every lookup (measured: parsing and planning cost more than the read).
-/// A cast is not probed; the unique index on `id` is used all the same.
 fn point_device(conn: &rusqlite::Connection, id: &str) -> rusqlite::Result<Result<Option<Device>>> {
     const SQL: &str = "SELECT d.seq, d.id, d.hardware, d.version, d.status, d.created_at, \
          d.first_seen, d.last_seen, t.key, t.value \
-         FROM devices d LEFT JOIN device_tags t ON t.device_seq = d.seq \
-         WHERE d.id = CAST(? AS TEXT)";
+         FROM devices d LEFT JOIN device_tags t ON t.device_seq = d.seq WHERE d.id = ?";
     const TAG_KEY: usize = device_col::TAGS;
     const TAG_VALUE: usize = device_col::TAGS + 1;
     let mut statement = conn.prepare_cached(SQL)?;
     let mut rows = statement.query([id])?;
-    let mut tags = BTreeMap::new();
     let mut device = None;
+    let mut tags = BTreeMap::new();
     while let Some(row) = rows.next()? {
+        if device.is_none() {
+            device = Some(device_with_tags(row, BTreeMap::new()));
+        }
         if let (Some(key), Some(value)) = (
             row.get_ref(TAG_KEY)?.as_str_or_null()?,
             row.get_ref(TAG_VALUE)?.as_str_or_null()?,
@@ -260,16 +255,11 @@ fn point_device(conn: &rusqlite::Connection, id: &str) -> rusqlite::Result<Resul
                 Err(error) => return Ok(Err(error)),
             };
         }
-        if device.is_none() {
-            device = Some(device_with_tags(row, BTreeMap::new()));
-        }
     }
-    Ok(device.transpose().map(|device| {
-        device.map(|mut device| {
-            device.tags = tags;
-            device
-        })
-    }))
+    Ok(match device {
+        None => Ok(None),
+        Some(device) => device.map(|device| Some(Device { tags, ..device })),
+    })
 }
 
 /// One row by a unique key, decoded; `Ok(None)` when there is none.
